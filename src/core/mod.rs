@@ -1,0 +1,10 @@
+//! The rules of Doorman: sessions, the anonymous lifecycle, profiles. No HTTP types and no SQL.
+
+pub mod account;
+pub mod auth;
+pub mod error;
+pub mod random;
+pub mod secret;
+pub mod session;
+pub mod time;
+pub mod token;

@@ -1,0 +1,169 @@
+//! The JSON error responses of the HTTP layer: `{"code": "UPPER_SNAKE", "message": "..."}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::core::error::CoreError;
+use crate::store::StoreError;
+
+/// Seconds a client should wait before retrying a request that met an unavailable store.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// Every error the HTTP layer answers with. Each variant's doc gives its status and wire code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `VALIDATION_ERROR`: a body or query field has the wrong type or breaks a limit.
+    #[error("{0}")]
+    Validation(String),
+    /// 400 `BAD_REQUEST`: the body is not valid JSON.
+    #[error("Invalid JSON in request body")]
+    InvalidJson,
+    /// 415 `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(&'static str),
+    /// 413 `PAYLOAD_TOO_LARGE`: the body exceeds the route's limit.
+    #[error("The request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 408 `REQUEST_TIMEOUT`: the request took longer than `server.request_timeout`.
+    #[error("The request took longer than the server's request timeout")]
+    RequestTimeout,
+    /// 401 `UNAUTHORIZED`: the route needs a valid session.
+    #[error("Unauthorized")]
+    Unauthorized,
+    /// 404 `NOT_FOUND`: no such route or method, or a feature that is switched off.
+    #[error("Not found")]
+    NotFound,
+    /// 403 `MISSING_OR_NULL_ORIGIN`: a cookie-carrying request without `Origin` or `Referer`.
+    #[error("Missing or null Origin")]
+    MissingOrNullOrigin,
+    /// 403 `INVALID_ORIGIN`: a cookie-carrying request from an untrusted origin.
+    #[error("Invalid origin")]
+    InvalidOrigin,
+    /// 403 `INVALID_CALLBACK_URL`: a `callbackURL` that is neither relative nor trusted.
+    #[error("Invalid callbackURL")]
+    InvalidCallbackUrl,
+    /// 403 `CROSS_SITE_NAVIGATION_LOGIN_BLOCKED`: a sign-in by cross-site navigation.
+    #[error("Cross-site navigation login blocked. This request appears to be a CSRF attack.")]
+    CrossSiteNavigationLoginBlocked,
+    /// 400 `ALREADY_AUTHENTICATED`: a real session asked for a guest session.
+    #[error("Already signed in; sign out before signing in anonymously")]
+    AlreadyAuthenticated,
+    /// 400 `ANONYMOUS_USERS_CANNOT_SIGN_IN_AGAIN_ANONYMOUSLY`.
+    #[error("Anonymous users cannot sign in again anonymously")]
+    AnonymousCannotSignInAgain,
+    /// 403 `USER_IS_NOT_ANONYMOUS`: `delete-anonymous-user` called by a real user.
+    #[error("User is not anonymous")]
+    UserIsNotAnonymous,
+    /// 403 `ANONYMOUS_USER_CANNOT_DELETE`: `delete-user` called by a guest.
+    #[error("Anonymous users delete themselves with delete-anonymous-user")]
+    AnonymousUserCannotDelete,
+    /// 403 `SESSION_NOT_FRESH`: `list-sessions` with a session older than `session.fresh_age`.
+    #[error("Session is not fresh")]
+    SessionNotFresh,
+    /// 400 `SESSION_EXPIRED`: `delete-user` with a session older than `session.fresh_age`.
+    #[error("Session expired. Re-authenticate to perform this action.")]
+    SessionExpired,
+    /// 400 `EMAIL_CAN_NOT_BE_UPDATED`: `update-user` with an `email` field.
+    #[error("Email can not be updated")]
+    EmailCanNotBeUpdated,
+    /// 400 `FIELD_NOT_ALLOWED`: `update-user` setting a field clients may not set.
+    #[error("{0} is not allowed to be set")]
+    FieldNotAllowed(&'static str),
+    /// 400 `NO_FIELDS_TO_UPDATE`: `update-user` with nothing to change.
+    #[error("No fields to update")]
+    NoFieldsToUpdate,
+    /// 400 `CREDENTIAL_ACCOUNT_NOT_FOUND`: a password was sent, but accounts have none.
+    #[error("Credential account not found")]
+    CredentialAccountNotFound,
+    /// 404 `INVALID_TOKEN`: a deletion token was sent, but none was ever issued.
+    #[error("Invalid token")]
+    InvalidToken,
+    /// 503 `SERVICE_UNAVAILABLE` with `Retry-After`: the store cannot be reached.
+    #[error("The service is temporarily unavailable; retry shortly")]
+    Unavailable(#[source] anyhow::Error),
+    /// 500 `INTERNAL_SERVER_ERROR`: a bug. The cause is logged, never sent.
+    #[error("Internal Server Error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// The HTTP status and wire code of this error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use ApiError::*;
+        match self {
+            Validation(_) => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
+            InvalidJson => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
+            PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
+            Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            MissingOrNullOrigin => (StatusCode::FORBIDDEN, "MISSING_OR_NULL_ORIGIN"),
+            InvalidOrigin => (StatusCode::FORBIDDEN, "INVALID_ORIGIN"),
+            InvalidCallbackUrl => (StatusCode::FORBIDDEN, "INVALID_CALLBACK_URL"),
+            CrossSiteNavigationLoginBlocked => (StatusCode::FORBIDDEN, "CROSS_SITE_NAVIGATION_LOGIN_BLOCKED"),
+            AlreadyAuthenticated => (StatusCode::BAD_REQUEST, "ALREADY_AUTHENTICATED"),
+            AnonymousCannotSignInAgain => (StatusCode::BAD_REQUEST, "ANONYMOUS_USERS_CANNOT_SIGN_IN_AGAIN_ANONYMOUSLY"),
+            UserIsNotAnonymous => (StatusCode::FORBIDDEN, "USER_IS_NOT_ANONYMOUS"),
+            AnonymousUserCannotDelete => (StatusCode::FORBIDDEN, "ANONYMOUS_USER_CANNOT_DELETE"),
+            SessionNotFresh => (StatusCode::FORBIDDEN, "SESSION_NOT_FRESH"),
+            SessionExpired => (StatusCode::BAD_REQUEST, "SESSION_EXPIRED"),
+            EmailCanNotBeUpdated => (StatusCode::BAD_REQUEST, "EMAIL_CAN_NOT_BE_UPDATED"),
+            FieldNotAllowed(_) => (StatusCode::BAD_REQUEST, "FIELD_NOT_ALLOWED"),
+            NoFieldsToUpdate => (StatusCode::BAD_REQUEST, "NO_FIELDS_TO_UPDATE"),
+            CredentialAccountNotFound => (StatusCode::BAD_REQUEST, "CREDENTIAL_ACCOUNT_NOT_FOUND"),
+            InvalidToken => (StatusCode::NOT_FOUND, "INVALID_TOKEN"),
+            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(error = format!("{cause:#}"), "request failed"),
+            ApiError::Unavailable(cause) => tracing::warn!(error = format!("{cause:#}"), "store unavailable"),
+            _ => tracing::debug!(code, "request rejected"),
+        }
+
+        let message = self.to_string();
+        let mut response = (status, axum::Json(ErrorBody { code, message: &message })).into_response();
+        if matches!(self, ApiError::Unavailable(_)) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
+            StoreError::Other(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(error: CoreError) -> Self {
+        match error {
+            CoreError::GuestsDisabled => ApiError::NotFound,
+            CoreError::AlreadyAuthenticated => ApiError::AlreadyAuthenticated,
+            CoreError::GuestCannotSignInAgain => ApiError::AnonymousCannotSignInAgain,
+            CoreError::SessionNotFresh => ApiError::SessionNotFresh,
+            CoreError::UserIsNotAnonymous => ApiError::UserIsNotAnonymous,
+            CoreError::GuestCannotDelete => ApiError::AnonymousUserCannotDelete,
+            CoreError::SessionGone => ApiError::Unauthorized,
+            CoreError::Store(error) => error.into(),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! `POST /sign-in/anonymous` and `POST /delete-anonymous-user`.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::http::error::ApiError;
+use crate::http::extract::{Authenticated, Client, JsonBody, Presented};
+use crate::http::state::AppState;
+use crate::http::wire::{clear_session, set_session, UserJson};
+
+#[derive(Serialize)]
+struct SignInResponse<'a> {
+    token: &'a str,
+    user: UserJson<'a>,
+}
+
+/// Creates a guest and its session. Checks run in this order: origin (the router-wide rule, then
+/// the sign-in Fetch Metadata rule), guests enabled, the fixation guard, then the write.
+pub async fn sign_in_anonymous(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Presented(presented): Presented,
+    Client(client): Client,
+    JsonBody(_body): JsonBody<serde_json::Map<String, Value>>,
+) -> Result<Response, ApiError> {
+    state.origins.check_sign_in(&headers)?;
+
+    let issued = state.auth.sign_in_anonymous(presented.as_ref(), &client).await?;
+
+    let body = SignInResponse { token: issued.token.expose(), user: UserJson::from(&issued.user) };
+    let mut response = Json(body).into_response();
+    set_session(&state, response.headers_mut(), &issued.token, &issued.session);
+    Ok(response)
+}
+
+#[derive(Serialize)]
+struct SuccessResponse {
+    success: bool,
+}
+
+/// Deletes the calling guest with its sessions; 403 `USER_IS_NOT_ANONYMOUS` for real users.
+pub async fn delete_anonymous_user(
+    State(state): State<AppState>,
+    Authenticated(current): Authenticated,
+) -> Result<Response, ApiError> {
+    state.auth.delete_anonymous_user(&current).await?;
+
+    let mut response = Json(SuccessResponse { success: true }).into_response();
+    clear_session(&state, response.headers_mut());
+    Ok(response)
+}

@@ -1,0 +1,6 @@
+//! Route handlers, one module per resource.
+
+pub mod anonymous;
+pub mod meta;
+pub mod session;
+pub mod user;

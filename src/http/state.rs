@@ -1,0 +1,67 @@
+//! What every handler shares.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::client_ip::ClientIpResolver;
+use super::cookies::CookieSettings;
+use super::origin::TrustedOrigins;
+use crate::config::Config;
+use crate::core::auth::Auth;
+use crate::core::token::TokenSigner;
+use crate::store::Store;
+
+/// Shared, read-only state of the HTTP layer; cloning is cheap.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub auth: Arc<Auth>,
+    pub store: Store,
+    pub signer: TokenSigner,
+    pub cookies: CookieSettings,
+    pub origins: TrustedOrigins,
+    pub client_ip: ClientIpResolver,
+    /// `session.bearer`: read `Authorization: Bearer` and send `set-auth-token`.
+    pub bearer: bool,
+    /// `session.bearer_require_signature`: refuse raw bearer tokens.
+    pub bearer_require_signature: bool,
+    pub request_timeout: Duration,
+}
+
+impl AppState {
+    /// # Errors
+    /// A configuration value the HTTP layer cannot use (a trusted origin, a proxy header name).
+    pub fn new(config: &Config, auth: Arc<Auth>, store: Store) -> anyhow::Result<Self> {
+        let secret = config.secret.as_ref().ok_or_else(|| anyhow::anyhow!("`secret` is missing"))?;
+        let base_url = config.base_url();
+        let origins = TrustedOrigins::new(&base_url, &config.server.trusted_origins)
+            .map_err(|reason| anyhow::anyhow!("server.trusted_origins: {reason}"))?;
+        let client_ip = ClientIpResolver::new(
+            config.server.trusted_proxies.clone(),
+            config.server.trusted_proxy_header.as_deref(),
+        )
+        .map_err(|reason| anyhow::anyhow!("server.trusted_proxy_header: {reason}"))?;
+
+        Ok(Self(Arc::new(Shared {
+            auth,
+            store,
+            signer: TokenSigner::new(secret, &config.secrets),
+            cookies: CookieSettings::new(&config.session.cookie_prefix, base_url.starts_with("https://")),
+            origins,
+            client_ip,
+            bearer: config.session.bearer,
+            bearer_require_signature: config.session.bearer_require_signature,
+            request_timeout: config.server.request_timeout.get(),
+        })))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}

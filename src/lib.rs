@@ -1,0 +1,16 @@
+//! Doorman: an authentication server for apps whose users start as anonymous guests, speaking
+//! Better Auth's HTTP protocol.
+//!
+//! [`Doorman::start`] returns the axum router and a [`Handle`] that owns the store and background
+//! tasks; the `doorman` binary is a thin command line over the same call.
+
+mod app;
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod http;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+
+pub use app::{Doorman, Handle};

@@ -1,0 +1,206 @@
+//! Persistence: one method per use case, carried out atomically by the configured engine.
+//!
+//! `core` computes plan values (a new guest and its session, a refresh, a deletion) and hands them
+//! here; no transaction crosses into `core`, so the SQLite writer can group concurrent plans into one
+//! commit.
+
+pub mod sqlite;
+
+use std::path::PathBuf;
+
+use crate::config::DatabaseConfig;
+use crate::core::time::Millis;
+use crate::core::token::TokenHash;
+
+/// A user row.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UserRecord {
+    pub id: String,
+    /// Lower-cased; a guest's is `<id, lower-cased>@anonymous.invalid`.
+    pub email: String,
+    pub email_verified: bool,
+    pub name: String,
+    pub image: Option<String>,
+    pub is_anonymous: bool,
+    #[sqlx(try_from = "i64")]
+    pub created_at: Millis,
+    #[sqlx(try_from = "i64")]
+    pub updated_at: Millis,
+}
+
+/// A session row. The raw token is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user_id: String,
+    pub token_hash: String,
+    #[sqlx(try_from = "i64")]
+    pub expires_at: Millis,
+    #[sqlx(try_from = "i64")]
+    pub created_at: Millis,
+    #[sqlx(try_from = "i64")]
+    pub updated_at: Millis,
+    /// The client address, or `""` when unknown.
+    pub ip_address: String,
+    /// The `User-Agent` header, or `""` when absent.
+    pub user_agent: String,
+}
+
+/// Changes to a user's profile; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserChanges {
+    pub name: Option<String>,
+    /// `Some(None)` clears the image.
+    pub image: Option<Option<String>>,
+    pub updated_at: Millis,
+}
+
+/// Which of a user's sessions a revocation names.
+#[derive(Debug, Clone)]
+pub enum SessionSelector {
+    /// The session whose token has this hash.
+    TokenHash(TokenHash),
+    /// The session with this id, as the revocation handles of `list-sessions` carry it.
+    Id(String),
+}
+
+/// Rows removed by one sweep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepCounts {
+    pub sessions: u64,
+    pub verifications: u64,
+}
+
+/// Store failures, as the layers above need to tell them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is too busy right now; a retry may succeed.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything else, which is a bug or a broken database.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The store, dispatching each use case to its engine.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($store) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the database named by `database.url` without migrating it.
+    ///
+    /// # Errors
+    /// An unsupported URL scheme, or a database that cannot be opened.
+    pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        if sqlite_file(&config.url).is_some() || config.url.starts_with("sqlite:") {
+            return Ok(Store::Sqlite(sqlite::SqliteStore::open(config).await?));
+        }
+        // TODO: PostgreSQL URLs are refused until the PostgreSQL store exists.
+        anyhow::bail!(
+            "database.url must be a sqlite:// URL, such as sqlite://doorman.db; PostgreSQL is not supported yet"
+        )
+    }
+
+    /// Applies the embedded migrations that the database lacks.
+    ///
+    /// # Errors
+    /// A migration that fails, or a database whose applied migrations differ from the embedded ones.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        dispatch!(self, store => store.migrate().await)
+    }
+
+    /// Succeeds when the database answers and every embedded migration is applied.
+    ///
+    /// # Errors
+    /// The reason the store is not ready.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        dispatch!(self, store => store.ready().await)
+    }
+
+    /// Finishes queued writes and closes every connection.
+    pub async fn close(&self) {
+        dispatch!(self, store => store.close().await)
+    }
+
+    /// Inserts a new guest user and its first session in one transaction.
+    pub async fn create_guest(&self, user: UserRecord, session: SessionRecord) -> Result<(), StoreError> {
+        dispatch!(self, store => store.create_guest(user, session).await)
+    }
+
+    /// Finds a session by its token hash, with its user.
+    pub async fn find_session(&self, hash: &TokenHash) -> Result<Option<(SessionRecord, UserRecord)>, StoreError> {
+        dispatch!(self, store => store.find_session(hash).await)
+    }
+
+    /// Moves a session's expiry; returns false when the session no longer exists.
+    pub async fn extend_session(&self, session_id: &str, expires_at: Millis, now: Millis) -> Result<bool, StoreError> {
+        dispatch!(self, store => store.extend_session(session_id, expires_at, now).await)
+    }
+
+    /// Deletes one session by id; returns false when it did not exist.
+    pub async fn delete_session(&self, session_id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, store => store.delete_session(session_id).await)
+    }
+
+    /// Deletes one of a user's sessions; returns the deleted session's id, or `None` when the
+    /// selector names no session of that user.
+    pub async fn revoke_user_session(&self, user_id: &str, selector: SessionSelector) -> Result<Option<String>, StoreError> {
+        dispatch!(self, store => store.revoke_user_session(user_id, selector).await)
+    }
+
+    /// Lists a user's sessions that expire after `now`, oldest first.
+    pub async fn list_sessions(&self, user_id: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError> {
+        dispatch!(self, store => store.list_sessions(user_id, now).await)
+    }
+
+    /// Deletes every session of a user except `keep`; returns how many were deleted.
+    pub async fn delete_user_sessions(&self, user_id: &str, keep: Option<String>) -> Result<u64, StoreError> {
+        dispatch!(self, store => store.delete_user_sessions(user_id, keep).await)
+    }
+
+    /// Applies profile changes; returns false when the user no longer exists.
+    pub async fn update_user(&self, user_id: &str, changes: UserChanges) -> Result<bool, StoreError> {
+        dispatch!(self, store => store.update_user(user_id, changes).await)
+    }
+
+    /// Deletes a user with its sessions; with `only_guest`, only when the user is a guest. Returns
+    /// whether a row was deleted.
+    pub async fn delete_user(&self, user_id: &str, only_guest: bool) -> Result<bool, StoreError> {
+        dispatch!(self, store => store.delete_user(user_id, only_guest).await)
+    }
+
+    /// Deletes sessions and verifications that expired before `now`.
+    pub async fn sweep_expired(&self, now: Millis) -> Result<SweepCounts, StoreError> {
+        dispatch!(self, store => store.sweep_expired(now).await)
+    }
+}
+
+/// The file path of a `sqlite:` URL, or `None` for another scheme or an in-memory database.
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_file_reads_relative_and_absolute_paths() {
+        assert_eq!(sqlite_file("sqlite://doorman.db"), Some(PathBuf::from("doorman.db")));
+        assert_eq!(sqlite_file("sqlite:///var/lib/doorman.db?mode=rwc"), Some(PathBuf::from("/var/lib/doorman.db")));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://localhost/doorman"), None);
+    }
+}

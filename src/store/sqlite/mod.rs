@@ -1,0 +1,332 @@
+//! The SQLite store: WAL, `synchronous = FULL`, foreign keys, one writer connection whose
+//! transactions start with `BEGIN IMMEDIATE`, and a pool of read-only connections.
+
+mod writer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Row};
+
+use self::writer::Writer;
+use super::{SessionRecord, SessionSelector, StoreError, SweepCounts, UserChanges, UserRecord};
+use crate::config::DatabaseConfig;
+use crate::core::time::Millis;
+use crate::core::token::TokenHash;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a connection waits for another process's write lock (the CLI may write meanwhile).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Columns of `users`, in `UserRecord` order.
+const USER_COLUMNS: &str = "id, email, email_verified, name, image, is_anonymous, created_at, updated_at";
+/// Columns of `sessions`, in `SessionRecord` order.
+const SESSION_COLUMNS: &str = "id, user_id, token_hash, expires_at, created_at, updated_at, ip_address, user_agent";
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    readers: SqlitePool,
+    writer: Writer,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database file and starts the writer task.
+    ///
+    /// # Errors
+    /// An invalid URL, or a file that cannot be opened or switched to WAL.
+    pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(&config.url)
+            .with_context(|| "database.url is not a valid sqlite: URL")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .log_statements(tracing::log::LevelFilter::Trace);
+
+        let connection = options.connect().await.context("opening the SQLite database")?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(config.acquire_timeout.get())
+            .connect_with(options.read_only(true))
+            .await
+            .context("opening the SQLite reader pool")?;
+
+        Ok(Self { readers, writer: Writer::spawn(connection) })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        self.writer
+            .write_alone(|connection| {
+                Box::pin(async move { MIGRATOR.run_direct(connection).await.map_err(|error| StoreError::Other(error.into())) })
+            })
+            .await
+            .context("applying SQLite migrations")
+    }
+
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.readers)
+                .await
+                .context("reading the applied migrations")?;
+        let latest = MIGRATOR.iter().map(|migration| migration.version).max();
+        anyhow::ensure!(applied == latest, "migrations are not applied: run `doorman migrate`");
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+
+    pub async fn create_guest(&self, user: UserRecord, session: SessionRecord) -> Result<(), StoreError> {
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    insert_user(connection, &user).await?;
+                    insert_session(connection, &session).await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    pub async fn find_session(&self, hash: &TokenHash) -> Result<Option<(SessionRecord, UserRecord)>, StoreError> {
+        let sql = format!(
+            "SELECT s.id, s.user_id, s.token_hash, s.expires_at, s.created_at, s.updated_at, s.ip_address, s.user_agent, \
+                    u.id AS u_id, u.email, u.email_verified, u.name, u.image, u.is_anonymous, \
+                    u.created_at AS u_created_at, u.updated_at AS u_updated_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?"
+        );
+        let row = sqlx::query(&sql).bind(&hash.0).fetch_optional(&self.readers).await.map_err(map_error)?;
+        let Some(row) = row else { return Ok(None) };
+
+        let session = SessionRecord {
+            id: row.try_get("id").map_err(map_error)?,
+            user_id: row.try_get("user_id").map_err(map_error)?,
+            token_hash: row.try_get("token_hash").map_err(map_error)?,
+            expires_at: Millis(row.try_get("expires_at").map_err(map_error)?),
+            created_at: Millis(row.try_get("created_at").map_err(map_error)?),
+            updated_at: Millis(row.try_get("updated_at").map_err(map_error)?),
+            ip_address: row.try_get("ip_address").map_err(map_error)?,
+            user_agent: row.try_get("user_agent").map_err(map_error)?,
+        };
+        let user = UserRecord {
+            id: row.try_get("u_id").map_err(map_error)?,
+            email: row.try_get("email").map_err(map_error)?,
+            email_verified: row.try_get("email_verified").map_err(map_error)?,
+            name: row.try_get("name").map_err(map_error)?,
+            image: row.try_get("image").map_err(map_error)?,
+            is_anonymous: row.try_get("is_anonymous").map_err(map_error)?,
+            created_at: Millis(row.try_get("u_created_at").map_err(map_error)?),
+            updated_at: Millis(row.try_get("u_updated_at").map_err(map_error)?),
+        };
+        Ok(Some((session, user)))
+    }
+
+    pub async fn extend_session(&self, session_id: &str, expires_at: Millis, now: Millis) -> Result<bool, StoreError> {
+        let session_id = session_id.to_string();
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    let result = sqlx::query("UPDATE sessions SET expires_at = ?, updated_at = ? WHERE id = ?")
+                        .bind(expires_at.0)
+                        .bind(now.0)
+                        .bind(&session_id)
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(map_error)?;
+                    Ok(result.rows_affected() == 1)
+                })
+            })
+            .await
+    }
+
+    pub async fn delete_session(&self, session_id: &str) -> Result<bool, StoreError> {
+        let session_id = session_id.to_string();
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    let result = sqlx::query("DELETE FROM sessions WHERE id = ?")
+                        .bind(&session_id)
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(map_error)?;
+                    Ok(result.rows_affected() == 1)
+                })
+            })
+            .await
+    }
+
+    pub async fn revoke_user_session(&self, user_id: &str, selector: SessionSelector) -> Result<Option<String>, StoreError> {
+        let user_id = user_id.to_string();
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    let (sql, value) = match &selector {
+                        SessionSelector::TokenHash(hash) => {
+                            ("DELETE FROM sessions WHERE token_hash = ? AND user_id = ? RETURNING id", &hash.0)
+                        }
+                        SessionSelector::Id(id) => ("DELETE FROM sessions WHERE id = ? AND user_id = ? RETURNING id", id),
+                    };
+                    sqlx::query_scalar(sql)
+                        .bind(value)
+                        .bind(&user_id)
+                        .fetch_optional(&mut *connection)
+                        .await
+                        .map_err(map_error)
+                })
+            })
+            .await
+    }
+
+    pub async fn list_sessions(&self, user_id: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? AND expires_at > ? ORDER BY created_at, id"
+        );
+        sqlx::query_as(&sql)
+            .bind(user_id)
+            .bind(now.0)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(map_error)
+    }
+
+    pub async fn delete_user_sessions(&self, user_id: &str, keep: Option<String>) -> Result<u64, StoreError> {
+        let user_id = user_id.to_string();
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    let result = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id IS NOT ?")
+                        .bind(&user_id)
+                        .bind(keep.as_deref())
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(map_error)?;
+                    Ok(result.rows_affected())
+                })
+            })
+            .await
+    }
+
+    pub async fn update_user(&self, user_id: &str, changes: UserChanges) -> Result<bool, StoreError> {
+        let user_id = user_id.to_string();
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    let result = sqlx::query(
+                        "UPDATE users SET name = COALESCE(?, name), \
+                                          image = CASE WHEN ? THEN ? ELSE image END, \
+                                          updated_at = ? \
+                         WHERE id = ?",
+                    )
+                    .bind(changes.name.as_deref())
+                    .bind(changes.image.is_some())
+                    .bind(changes.image.clone().flatten())
+                    .bind(changes.updated_at.0)
+                    .bind(&user_id)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(map_error)?;
+                    Ok(result.rows_affected() == 1)
+                })
+            })
+            .await
+    }
+
+    pub async fn delete_user(&self, user_id: &str, only_guest: bool) -> Result<bool, StoreError> {
+        let user_id = user_id.to_string();
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    let result = sqlx::query("DELETE FROM users WHERE id = ? AND (is_anonymous = 1 OR NOT ?)")
+                        .bind(&user_id)
+                        .bind(only_guest)
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(map_error)?;
+                    Ok(result.rows_affected() == 1)
+                })
+            })
+            .await
+    }
+
+    pub async fn sweep_expired(&self, now: Millis) -> Result<SweepCounts, StoreError> {
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+                        .bind(now.0)
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(map_error)?
+                        .rows_affected();
+                    let verifications = sqlx::query("DELETE FROM verifications WHERE expires_at <= ?")
+                        .bind(now.0)
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(map_error)?
+                        .rows_affected();
+                    Ok(SweepCounts { sessions, verifications })
+                })
+            })
+            .await
+    }
+}
+
+async fn insert_user(connection: &mut sqlx::SqliteConnection, user: &UserRecord) -> Result<(), StoreError> {
+    let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+    sqlx::query(&sql)
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(user.email_verified)
+        .bind(&user.name)
+        .bind(user.image.as_deref())
+        .bind(user.is_anonymous)
+        .bind(user.created_at.0)
+        .bind(user.updated_at.0)
+        .execute(connection)
+        .await
+        .map_err(map_error)?;
+    Ok(())
+}
+
+async fn insert_session(connection: &mut sqlx::SqliteConnection, session: &SessionRecord) -> Result<(), StoreError> {
+    let sql = format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+    sqlx::query(&sql)
+        .bind(&session.id)
+        .bind(&session.user_id)
+        .bind(&session.token_hash)
+        .bind(session.expires_at.0)
+        .bind(session.created_at.0)
+        .bind(session.updated_at.0)
+        .bind(&session.ip_address)
+        .bind(&session.user_agent)
+        .execute(connection)
+        .await
+        .map_err(map_error)?;
+    Ok(())
+}
+
+/// Sorts SQLite failures into those a retry may cure (busy, I/O, pool exhausted) and the rest.
+fn map_error(error: sqlx::Error) -> StoreError {
+    let transient = match &error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes in the low byte.
+        sqlx::Error::Database(database) => database
+            .code()
+            .and_then(|code| code.parse::<i64>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+        _ => false,
+    };
+    if transient {
+        StoreError::Unavailable(error.into())
+    } else {
+        StoreError::Other(error.into())
+    }
+}
