@@ -1,1 +1,186 @@
+use super::*;
 
+const SECRET: &str = "a-secret-of-at-least-thirty-two-bytes-long";
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
+}
+
+fn load_env(pairs: &[(&str, &str)]) -> anyhow::Result<Loaded> {
+    load(LoadOptions { path: Some(empty_file()), dev: false, env: env(pairs) })
+}
+
+/// An empty configuration file, so the working directory's `doorman.toml` is never read.
+fn empty_file() -> PathBuf {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let (_, path) = file.keep().unwrap();
+    path
+}
+
+#[test]
+fn variables_are_typed_by_their_defaults() {
+    let loaded = load_env(&[
+        ("DOORMAN_SECRET", SECRET),
+        ("DOORMAN_SERVER__LISTEN", "0.0.0.0:8080"),
+        ("DOORMAN_SERVER__TRUSTED_ORIGINS", "https://a.example.com, tauri://localhost,"),
+        ("DOORMAN_SESSION__BEARER", "false"),
+        ("DOORMAN_DATABASE__MAX_CONNECTIONS", "7"),
+        ("DOORMAN_SESSION__EXPIRES_IN", "2d"),
+    ])
+    .unwrap();
+
+    let config = loaded.config;
+    assert_eq!(config.server.listen.port(), 8080);
+    assert_eq!(config.server.trusted_origins, vec!["https://a.example.com", "tauri://localhost"]);
+    assert!(!config.session.bearer);
+    assert_eq!(config.database.max_connections, 7);
+    assert_eq!(config.session.expires_in, crate::config::Duration::days(2));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn optional_keys_and_rules_are_settable_by_variables() {
+    let config = load_env(&[
+        ("DOORMAN_SECRET", SECRET),
+        ("DOORMAN_SERVER__BASE_URL", "https://auth.example.com"),
+        ("DOORMAN_RATE_LIMIT__RULES__SIGN_IN__MAX", "20"),
+        ("DOORMAN_RATE_LIMIT__RULES__SIGN_IN__WINDOW", "1m"),
+    ])
+    .unwrap()
+    .config;
+
+    assert_eq!(config.base_url(), "https://auth.example.com");
+    assert_eq!(config.rate_limit.rules["sign_in"].max, 20);
+}
+
+#[test]
+fn variables_override_the_file() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), format!("secret = \"{SECRET}\"\n[server]\nbase_path = \"/auth\"\n")).unwrap();
+
+    let loaded = load(LoadOptions {
+        path: Some(file.path().to_path_buf()),
+        dev: false,
+        env: env(&[("DOORMAN_SERVER__BASE_PATH", "/v1/api/auth")]),
+    })
+    .unwrap();
+
+    assert_eq!(loaded.config.server.base_path, "/v1/api/auth");
+}
+
+#[test]
+fn file_variable_supplies_a_secret() {
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), format!("{SECRET}\n")).unwrap();
+
+    let config = load_env(&[("DOORMAN_SECRET_FILE", secret_file.path().to_str().unwrap())]).unwrap().config;
+
+    assert_eq!(config.secret.unwrap().expose(), SECRET);
+}
+
+#[test]
+fn missing_secret_names_the_key() {
+    let error = load_env(&[("DOORMAN_ANONYMOUS__ENABLED", "true")]).unwrap_err();
+
+    let message = format!("{error:#}");
+    assert!(message.contains("`secret` is missing"), "{message}");
+}
+
+#[test]
+fn short_secret_is_rejected() {
+    let error = load_env(&[("DOORMAN_SECRET", "short")]).unwrap_err();
+    assert!(format!("{error:#}").contains("at least 32"));
+}
+
+#[test]
+fn short_older_secret_is_rejected() {
+    let error = load_env(&[("DOORMAN_SECRET", SECRET), ("DOORMAN_SECRETS", "short")]).unwrap_err();
+    assert!(format!("{error:#}").contains("secrets[0]"));
+}
+
+#[test]
+fn wrongly_typed_variable_names_the_variable() {
+    let error = load_env(&[("DOORMAN_SECRET", SECRET), ("DOORMAN_SESSION__BEARER", "maybe")]).unwrap_err();
+    assert!(format!("{error:#}").contains("DOORMAN_SESSION__BEARER"));
+}
+
+#[test]
+fn unknown_variable_gives_one_warning() {
+    let loaded = load_env(&[("DOORMAN_SECRET", SECRET), ("DOORMAN_SERVER__PORT", "1")]).unwrap();
+
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0].contains("DOORMAN_SERVER__PORT"));
+}
+
+#[test]
+fn test_variables_do_not_configure_the_server() {
+    let loaded = load_env(&[("DOORMAN_SECRET", SECRET), ("DOORMAN_TEST_DATABASE_URL", "postgres://x")]).unwrap();
+    assert!(loaded.warnings.is_empty());
+}
+
+#[test]
+fn invalid_values_are_listed_together() {
+    let error = load_env(&[
+        ("DOORMAN_SECRET", SECRET),
+        ("DOORMAN_SERVER__BASE_PATH", "api/auth/"),
+        ("DOORMAN_EMAIL_OTP__LENGTH", "4"),
+        ("DOORMAN_SERVER__TRUSTED_ORIGINS", "example.com"),
+    ])
+    .unwrap_err();
+
+    let message = format!("{error:#}");
+    assert!(message.contains("server.base_path"), "{message}");
+    assert!(message.contains("email_otp.length"), "{message}");
+    assert!(message.contains("server.trusted_origins"), "{message}");
+}
+
+#[test]
+fn dev_mode_fills_defaults_and_keeps_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("dev.db").display());
+    let options = || LoadOptions { path: Some(empty_file()), dev: true, env: env(&[("DOORMAN_DATABASE__URL", &url)]) };
+
+    let first = load(options()).unwrap();
+    let second = load(options()).unwrap();
+
+    assert!(first.config.dev_mode);
+    assert!(first.config.anonymous.enabled);
+    assert_eq!(first.config.mail.transport, crate::config::MailTransport::Console);
+    assert_eq!(first.warnings.len(), 5, "{:?}", first.warnings);
+    assert!(dir.path().join("dev.secret").is_file());
+    assert_eq!(first.config.secret, second.config.secret, "the generated secret is reused");
+}
+
+#[test]
+fn dev_mode_keeps_what_the_operator_set() {
+    let options = LoadOptions {
+        path: Some(empty_file()),
+        dev: true,
+        env: env(&[("DOORMAN_SECRET", SECRET), ("DOORMAN_ANONYMOUS__ENABLED", "false")]),
+    };
+
+    let loaded = load(options).unwrap();
+
+    assert!(!loaded.config.anonymous.enabled);
+    assert_eq!(loaded.config.secret.unwrap().expose(), SECRET);
+}
+
+#[test]
+fn missing_explicit_file_is_an_error() {
+    let options = LoadOptions { path: Some("/nonexistent/doorman.toml".into()), dev: false, env: Vec::new() };
+    assert!(format!("{:#}", load(options).unwrap_err()).contains("not found"));
+}
+
+#[test]
+fn redacted_toml_hides_secrets_and_passwords() {
+    let mut config = Config::default();
+    config.secret = Some(Secret::new(SECRET));
+    config.database.url = "sqlite://doorman.db".into();
+    config.mail.smtp_url = Some("smtp://user:hunter2@mail.example.com:587".into());
+
+    let text = redacted_toml(&config).unwrap();
+
+    assert!(!text.contains(SECRET));
+    assert!(!text.contains("hunter2"));
+    assert!(text.contains("smtp://user:REDACTED@mail.example.com:587"), "{text}");
+}

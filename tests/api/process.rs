@@ -1,0 +1,339 @@
+//! Tests that run the `doorman` binary itself: start-up checks, development mode, logs, shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::SECRET;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_doorman");
+
+/// A running `doorman serve` whose standard error is collected line by line.
+struct Process {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    address: String,
+}
+
+impl Process {
+    /// Starts `doorman <args>` in `dir` with only `env` (plus `PATH`) and waits for its listening
+    /// line.
+    fn serve(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut command = Command::new(BINARY);
+        command.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        command.args(["--log-format", "json"]).args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("starting doorman");
+
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (found, address) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(entry) = serde_json::from_str::<Value>(&line) {
+                    if entry["fields"]["message"] == "listening" {
+                        let _ = found.send(entry["fields"]["address"].as_str().unwrap_or_default().to_string());
+                    }
+                }
+                collected.lock().unwrap().push(line);
+            }
+        });
+
+        let address = address.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("doorman did not start: {:?}", lines.lock().unwrap());
+        });
+        Self { child, lines, address }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Sends SIGTERM and returns every line logged until the process exited, with its exit status.
+    fn terminate(mut self) -> (Vec<String>, std::process::ExitStatus) {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let status = wait_with_timeout(&mut self.child, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(100));
+        let lines = self.lines.lock().unwrap().clone();
+        (lines, status)
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("doorman did not exit in time");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `doorman <args>` to completion and returns (success, stdout, stderr).
+fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let mut command = Command::new(BINARY);
+    command.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("running doorman");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn start_without_secret_fails_with_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let (success, _, stderr) = run(dir.path(), &[("DOORMAN_ANONYMOUS__ENABLED", "true")], &["serve"]);
+
+    assert!(!success);
+    assert!(stderr.contains("`secret` is missing"), "{stderr}");
+    assert!(stderr.contains("DOORMAN_SECRET"), "{stderr}");
+    assert!(!dir.path().join("doorman.db").exists(), "nothing is created before the checks pass");
+}
+
+#[test]
+fn start_with_short_secret_fails() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let (success, _, stderr) = run(dir.path(), &[("DOORMAN_SECRET", "too-short")], &["serve"]);
+
+    assert!(!success);
+    assert!(stderr.contains("`secret` is 9 bytes long"), "{stderr}");
+}
+
+#[test]
+fn secret_file_variable_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret.txt");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+
+    let (success, stdout, stderr) = run(dir.path(), &[("DOORMAN_SECRET_FILE", file.to_str().unwrap())], &["config", "check"]);
+
+    assert!(success, "{stderr}");
+    assert!(stdout.contains("secret = \"[redacted]\""), "{stdout}");
+}
+
+#[test]
+fn config_check_redacts_secrets_and_url_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("DOORMAN_SECRET", SECRET),
+        ("DOORMAN_RATE_LIMIT__REDIS_URL", "redis://doorman:pa55word-xyz@127.0.0.1:6379/0"),
+        ("DOORMAN_SERVER__TRUSTED_ORIGINS", "https://a.example.com, https://b.example.com"),
+    ];
+
+    let (success, stdout, stderr) = run(dir.path(), &env, &["config", "check"]);
+
+    assert!(success, "{stderr}");
+    assert!(!stdout.contains(SECRET), "{stdout}");
+    assert!(!stdout.contains("pa55word-xyz"), "{stdout}");
+    assert!(stdout.contains("REDACTED"), "{stdout}");
+    assert!(stdout.contains("trusted_origins = [\"https://a.example.com\", \"https://b.example.com\"]"), "{stdout}");
+}
+
+#[test]
+fn unknown_keys_and_variables_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("doorman.toml"), format!("secret = \"{SECRET}\"\n[server]\nlisten_on = \"x\"\n")).unwrap();
+
+    let (success, _, stderr) = run(dir.path(), &[("DOORMAN_SESSION__COOKIE_NAME", "x")], &["config", "check"]);
+
+    assert!(success, "{stderr}");
+    assert!(stderr.contains("server.listen_on"), "{stderr}");
+    assert!(stderr.contains("DOORMAN_SESSION__COOKIE_NAME"), "{stderr}");
+}
+
+#[test]
+fn every_documented_key_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = format!(
+        r#"
+secret = "{SECRET}"
+secrets = []
+[server]
+listen = "127.0.0.1:3000"
+base_url = "https://auth.example.com"
+base_path = "/v1/api/auth"
+trusted_origins = ["tauri://localhost", "*.example.com"]
+trusted_proxies = ["10.0.0.0/8"]
+trusted_proxy_header = "cf-connecting-ip"
+request_timeout = "30s"
+max_connections = 512
+[database]
+url = "sqlite://doorman.db"
+max_connections = 4
+acquire_timeout = "3s"
+statement_timeout = "10s"
+[session]
+expires_in = "7d"
+update_age = "1d"
+fresh_age = "1d"
+max_age = "30d"
+cookie_prefix = "better-auth"
+bearer = true
+bearer_require_signature = true
+[anonymous]
+enabled = true
+prune_after = "30d"
+[email_otp]
+length = 8
+expires_in = "10m"
+max_attempts = 3
+[mail]
+transport = "smtp"
+smtp_url = "smtp://127.0.0.1:2525"
+from = "Doorman <auth@example.com>"
+subject = "Your sign-in code"
+[captcha]
+provider = "turnstile"
+secret = "0x4AAAAAAA"
+verify_url = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
+endpoints = ["/sign-in/anonymous"]
+expected_action = "login"
+allowed_hostnames = ["app.example.com"]
+altcha_cost = 5000
+challenge_ttl = "5m"
+allow_none = false
+[rate_limit]
+enabled = true
+backend = "memory"
+redis_url = "redis://127.0.0.1:6379"
+rules.sign_in = {{ max = 20, window = "60s" }}
+[jwt]
+session_header = false
+expires_in = "15m"
+[sync]
+powersync_url = "https://sync.example.com"
+base_path = "/powersync"
+database_url = "postgres://127.0.0.1/app"
+schema = "public"
+owner_column = "user_id"
+token_ttl = "1h"
+audience = "powersync"
+alg = "EdDSA"
+hs256_kid = "k1"
+max_devices = 50
+max_body = "4MiB"
+max_operations = 1000
+[sync.tables.todos]
+columns = ["title", "done"]
+allow_delete = true
+"#
+    );
+    std::fs::write(dir.path().join("doorman.toml"), file).unwrap();
+
+    let (success, stdout, stderr) = run(dir.path(), &[], &["config", "check"]);
+
+    assert!(success, "{stderr}");
+    assert!(!stderr.contains("unknown configuration key"), "{stderr}");
+    assert!(stdout.contains("base_path = \"/v1/api/auth\""), "{stdout}");
+}
+
+#[test]
+fn dev_mode_announces_each_default_and_keeps_its_secret() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let process = Process::serve(dir.path(), &[("DOORMAN_SERVER__LISTEN", "127.0.0.1:0")], &["serve", "--dev"]);
+    let response = post_empty_json(&process.url("/api/auth/sign-in/anonymous"));
+    let (lines, status) = process.terminate();
+
+    assert_eq!(response, 200);
+    assert!(status.success());
+    let warnings: Vec<&String> = lines.iter().filter(|line| line.contains("development mode")).collect();
+    assert_eq!(warnings.len(), 5, "{warnings:#?}");
+    let secret = dir.path().join("doorman.secret");
+    assert!(dir.path().join("doorman.db").exists());
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&secret).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&secret).unwrap().len() >= 32);
+}
+
+#[test]
+fn logs_at_debug_never_contain_tokens_or_cookies() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("DOORMAN_SECRET", SECRET),
+        ("DOORMAN_ANONYMOUS__ENABLED", "true"),
+        ("DOORMAN_SERVER__LISTEN", "127.0.0.1:0"),
+        ("RUST_LOG", "debug,doorman=trace"),
+    ];
+    let process = Process::serve(dir.path(), &env, &["serve"]);
+
+    let client = reqwest::blocking::Client::new();
+    let response = client.post(process.url("/api/auth/sign-in/anonymous")).json(&serde_json::json!({})).send().unwrap();
+    let signed = response.headers()["set-auth-token"].to_str().unwrap().to_string();
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let token = response.json::<Value>().unwrap()["token"].as_str().unwrap().to_string();
+    let origin = process.url("");
+    client.get(process.url("/api/auth/get-session")).header("cookie", &cookie).send().unwrap();
+    client.get(process.url("/api/auth/get-session?token=leak")).bearer_auth(&signed).send().unwrap();
+    client.get(process.url("/api/auth/list-sessions")).bearer_auth(&signed).send().unwrap();
+    client.post(process.url("/api/auth/update-user")).header("cookie", &cookie).header("origin", &origin)
+        .json(&serde_json::json!({ "name": "Ada" })).send().unwrap();
+    client.post(process.url("/api/auth/sign-out")).header("cookie", &cookie).header("origin", &origin)
+        .json(&serde_json::json!({})).send().unwrap();
+    let (lines, status) = process.terminate();
+
+    assert!(status.success());
+    assert!(lines.iter().any(|line| line.contains("request finished")), "debug lines were logged");
+    let cookie_value = cookie.split_once('=').unwrap().1.to_string();
+    let (_, signature) = signed.split_once('.').unwrap();
+    for line in &lines {
+        for secret in [token.as_str(), signed.as_str(), cookie_value.as_str(), signature, SECRET, "leak"] {
+            assert!(!line.contains(secret), "a log line leaks a secret: {line}");
+        }
+    }
+}
+
+#[test]
+fn sigterm_stops_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("DOORMAN_SECRET", SECRET), ("DOORMAN_SERVER__LISTEN", "127.0.0.1:0")];
+    let process = Process::serve(dir.path(), &env, &["serve"]);
+
+    let (lines, status) = process.terminate();
+
+    assert!(status.success());
+    for message in ["SIGTERM received", "store closed", "stopped"] {
+        assert!(lines.iter().any(|line| line.contains(message)), "missing {message:?} in {lines:#?}");
+    }
+}
+
+#[test]
+fn migrate_creates_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let (success, _, stderr) = run(dir.path(), &[("DOORMAN_SECRET", SECRET)], &["migrate"]);
+
+    assert!(success, "{stderr}");
+    assert!(dir.path().join("doorman.db").exists());
+    assert!(stderr.contains("migrations applied"), "{stderr}");
+}
+
+/// Posts `{}` and returns the status code, or 0 when the request failed.
+fn post_empty_json(url: &str) -> u16 {
+    reqwest::blocking::Client::new()
+        .post(url)
+        .json(&serde_json::json!({}))
+        .send()
+        .map(|response| response.status().as_u16())
+        .unwrap_or(0)
+}
