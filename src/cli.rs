@@ -83,14 +83,19 @@ fn load_config(path: Option<PathBuf>, dev: bool) -> anyhow::Result<Config> {
 }
 
 async fn serve(path: Option<PathBuf>, dev: bool) -> anyhow::Result<()> {
-    let config = load_config(path, dev)?;
-    log_summary(&config);
-
-    let (router, handle) = Doorman::start(config.clone()).await?;
+    let mut config = load_config(path, dev)?;
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
-    info!(address = %listener.local_addr()?, "listening");
+    let address = listener.local_addr()?;
+    if config.server.base_url.is_none() {
+        // With port 0 the bound port is known only now, and the default base URL must name it.
+        config.server.base_url = Some(format!("http://{address}"));
+    }
+    log_summary(&config);
+
+    let (router, handle) = Doorman::start(config.clone()).await?;
+    info!(%address, "listening");
 
     let options = ServeOptions {
         header_read_timeout: config.server.header_read_timeout.get(),

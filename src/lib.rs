@@ -2,7 +2,7 @@
 //! Better Auth's HTTP protocol.
 //!
 //! [`Doorman::start`] returns the axum router and a [`Handle`] that owns the store and background
-//! tasks; the `doorman` binary is a thin command line over the same call.
+//! tasks. The `doorman` binary is a thin command line over the same call.
 
 mod app;
 pub mod cli;

@@ -23,11 +23,11 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Limits of the accept loop, from `[server]`.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
-    /// Longest time a client may take to send its request headers.
+    /// Maximum time a client may take to send its request headers.
     pub header_read_timeout: Duration,
-    /// Most connections served at once; further clients wait in the listen backlog.
+    /// Maximum connections served at once; further clients wait in the listen backlog.
     pub max_connections: usize,
-    /// Longest time shutdown waits for requests in flight.
+    /// Maximum time shutdown waits for requests in flight.
     pub shutdown_timeout: Duration,
 }
 

@@ -18,7 +18,7 @@ const DEFAULT_FILE: &str = "doorman.toml";
 /// Minimum length in bytes of `secret` and of each entry of `secrets`.
 const MIN_SECRET_BYTES: usize = 32;
 
-/// Where the configuration comes from.
+/// Sources of the configuration.
 #[derive(Debug, Default)]
 pub struct LoadOptions {
     /// The `--config` path; when absent, `doorman.toml` in the working directory if it exists.
@@ -276,8 +276,8 @@ fn apply_dev_defaults(table: &mut Table, warnings: &mut Vec<String>) -> anyhow::
     Ok(())
 }
 
-/// The development secret lives beside the SQLite file, as `<file stem>.secret`; for other
-/// databases it is `doorman.secret` in the working directory.
+/// Returns the development secret's path: `<file stem>.secret` beside the SQLite file, or
+/// `doorman.secret` in the working directory for other databases.
 fn dev_secret_path(database_url: &str) -> PathBuf {
     match crate::store::sqlite_file(database_url) {
         Some(file) => file.with_extension("secret"),

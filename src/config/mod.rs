@@ -75,13 +75,13 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// A single-address header set by a trusted proxy, such as `cf-connecting-ip`.
     pub trusted_proxy_header: Option<String>,
-    /// Longest time from a request's arrival to its response.
+    /// Maximum time from a request's arrival to its response.
     pub request_timeout: Duration,
-    /// Longest time a client may take to send its request headers.
+    /// Maximum time a client may take to send its request headers.
     pub header_read_timeout: Duration,
-    /// Most connections open at once; further clients wait in the listen backlog.
+    /// Maximum connections open at once; further clients wait in the listen backlog.
     pub max_connections: usize,
-    /// Longest time a shutdown waits for requests in flight.
+    /// Maximum time a shutdown waits for requests in flight.
     pub shutdown_timeout: Duration,
 }
 

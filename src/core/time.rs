@@ -52,7 +52,7 @@ fn duration_millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The source of the current time: the system clock, or a manual clock that only moves when told.
+/// The source of the current time: the system clock, or a manual clock that moves only on request.
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
     /// `None` reads the system clock; `Some` holds the manual clock's current instant.

@@ -23,7 +23,7 @@ impl ClientIpResolver {
         Ok(Self { trusted_proxies, header })
     }
 
-    /// The socket peer, unless the peer is a trusted proxy: then the configured header's address,
+    /// Returns the socket peer, unless the peer is a trusted proxy: then the configured header's address,
     /// or the rightmost `X-Forwarded-For` address that is not itself a trusted proxy. Headers from
     /// untrusted peers are ignored, so a client cannot choose its own address.
     pub fn resolve(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {

@@ -46,7 +46,7 @@ impl CookieSettings {
         &self.session_token
     }
 
-    /// The `Set-Cookie` value that stores a signed session value for `max_age` seconds.
+    /// Returns the `Set-Cookie` value that stores a signed session value for `max_age` seconds.
     pub fn set_session(&self, signed_value: &str, max_age: u64) -> HeaderValue {
         let value = utf8_percent_encode(signed_value, URI_COMPONENT);
         self.serialize(&self.session_token, &value.to_string(), max_age)

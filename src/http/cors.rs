@@ -8,12 +8,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::state::AppState;
 
-/// How long a browser may cache a preflight answer, in seconds.
+/// Seconds a browser may cache a preflight response.
 const PREFLIGHT_MAX_AGE: &str = "600";
 /// Response headers a cross-origin script may read.
 const EXPOSED_HEADERS: &str = "set-auth-token";
 
-/// Answers preflight requests and adds CORS headers to responses for trusted origins.
+/// Responds to preflight requests and adds CORS headers to responses for trusted origins.
 ///
 /// An untrusted origin gets no CORS headers at all, so the browser withholds the response.
 pub async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {

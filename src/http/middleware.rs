@@ -36,7 +36,7 @@ pub async fn request_span(request: Request, next: Next) -> Response {
     response
 }
 
-/// Answers 408 `REQUEST_TIMEOUT` when the handler takes longer than `server.request_timeout`.
+/// Returns 408 `REQUEST_TIMEOUT` when the handler takes longer than `server.request_timeout`.
 pub async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(state.request_timeout, next.run(request)).await {
         Ok(response) => response,

@@ -133,11 +133,12 @@ impl TrustedOrigins {
         }
     }
 
-    /// The extra rule of sign-in routes, which a browser can reach by a plain form post: with a
-    /// cookie, the origin rule; else, when Fetch Metadata headers are present, a cross-site
-    /// navigation is refused and any other browser request needs a trusted origin; else a present
-    /// `Origin` or `Referer` must be trusted; a request with none of these (a non-browser client)
-    /// passes.
+    /// Applies the extra rule of sign-in routes, which a browser can reach by a plain form post.
+    ///
+    /// A request with a cookie follows the origin rule. Otherwise, when Fetch Metadata headers are
+    /// present, a cross-site navigation is rejected and any other browser request needs a trusted
+    /// origin. Otherwise a present `Origin` or `Referer` must be trusted. A request with none of
+    /// these headers comes from a non-browser client and passes.
     ///
     /// # Errors
     /// `CrossSiteNavigationLoginBlocked`, `MissingOrNullOrigin` or `InvalidOrigin`.

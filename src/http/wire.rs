@@ -90,7 +90,7 @@ pub fn clear_session(state: &AppState, headers: &mut HeaderMap) {
     }
 }
 
-/// A JSON response that re-issues the session cookie when reading the session extended it.
+/// Builds a JSON response that re-issues the session cookie when reading the session extended it.
 pub fn json_for(state: &AppState, current: &Current, body: impl Serialize) -> Response {
     let mut response = Json(body).into_response();
     if current.refreshed {

@@ -1,5 +1,5 @@
 //! Malformed cookies, bearer values, bodies, headers and paths: each gets a 4xx JSON error, or
-//! `null` where get-session answers so, and never a 500.
+//! `null` where get-session returns it, and never a 500.
 
 use std::time::Duration;
 

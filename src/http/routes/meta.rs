@@ -14,12 +14,12 @@ pub async fn ok() -> Json<serde_json::Value> {
     Json(json!({ "ok": true }))
 }
 
-/// Liveness: the process answers. Never touches the store.
+/// Liveness: the process is running. Never touches the store.
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the store answers and every migration is applied; 503 otherwise.
+/// Readiness: the store responds and every migration is applied, else 503.
 pub async fn ready(State(state): State<AppState>) -> Response {
     match state.store.ready().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),

@@ -100,7 +100,7 @@ pub async fn sign_out(
     Ok(response)
 }
 
-/// The caller's unexpired sessions. The caller's own entry carries its token; every other entry
+/// Lists the caller's unexpired sessions. The caller's own entry carries its token; every other entry
 /// carries a revocation handle, which `revoke-session` accepts and which grants no access.
 pub async fn list_sessions(
     State(state): State<AppState>,
@@ -129,7 +129,7 @@ struct StatusResponse {
 }
 
 /// Revokes one of the caller's sessions by token or revocation handle. Anything else still
-/// answers `{status: true}` and changes nothing, so the route reveals no other user's sessions.
+/// returns `{status: true}` and changes nothing, so the route reveals no other user's sessions.
 pub async fn revoke_session(
     State(state): State<AppState>,
     Authenticated(current): Authenticated,

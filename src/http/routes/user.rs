@@ -14,7 +14,7 @@ use crate::http::state::AppState;
 use crate::http::wire::{clear_session, json_for};
 
 /// Changes the caller's `name` and `image`; other fields, such as `emailVerified` or `id`, are
-/// dropped as Better Auth drops them. `email` answers 400 `EMAIL_CAN_NOT_BE_UPDATED`, a
+/// dropped as Better Auth drops them. `email` returns 400 `EMAIL_CAN_NOT_BE_UPDATED`, a
 /// truthy `isAnonymous` 400 `FIELD_NOT_ALLOWED`, and a body with nothing to change 400
 /// `NO_FIELDS_TO_UPDATE`.
 pub async fn update_user(
