@@ -169,6 +169,17 @@ mod tests {
     }
 
     #[test]
+    fn signature_under_the_raw_secret_is_refused() {
+        let secret = "a-secret-of-at-least-thirty-two-bytes!!";
+        let token = SessionToken::generate();
+        let mut raw = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        raw.update(token.expose().as_bytes());
+        let value = format!("{}.{}", token.expose(), STANDARD.encode(raw.finalize().into_bytes()));
+
+        assert_eq!(signer(secret, &[]).verify(&value), None, "cookies are signed with a derived key, not the secret");
+    }
+
+    #[test]
     fn older_secret_still_verifies() {
         let before = signer("the-old-secret-of-at-least-thirty-two-bytes", &[]);
         let after = signer("the-new-secret-of-at-least-thirty-two-bytes", &["the-old-secret-of-at-least-thirty-two-bytes"]);

@@ -204,3 +204,15 @@ async fn trusted_proxy_supplies_client_address() {
     let ip: String = sqlx::query_scalar("SELECT ip_address FROM sessions").fetch_one(&app.db().await).await.unwrap();
     assert_eq!(ip, "203.0.113.50");
 }
+
+#[tokio::test]
+async fn https_base_url_gives_secure_prefixed_cookie() {
+    let app = TestApp::spawn_with(|config| config.server.base_url = Some("https://auth.example.com".into())).await;
+
+    let response = app.sign_in_anonymous(&Creds::None).await;
+
+    assert_eq!(response.status(), 200);
+    let cookie = &set_cookies(&response)[0];
+    assert!(cookie.starts_with("__Secure-doorman.session_token="), "{cookie}");
+    assert!(cookie.ends_with("; Path=/; HttpOnly; Secure; SameSite=Lax"), "{cookie}");
+}
