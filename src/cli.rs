@@ -84,6 +84,7 @@ fn load_config(path: Option<PathBuf>, dev: bool) -> anyhow::Result<Config> {
 
 async fn serve(path: Option<PathBuf>, dev: bool) -> anyhow::Result<()> {
     let mut config = load_config(path, dev)?;
+    let shutdown = server::shutdown_signal().context("installing the signal handlers")?;
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
@@ -102,7 +103,7 @@ async fn serve(path: Option<PathBuf>, dev: bool) -> anyhow::Result<()> {
         max_connections: config.server.max_connections,
         shutdown_timeout: config.server.shutdown_timeout.get(),
     };
-    server::serve(listener, router, options, server::shutdown_signal()).await;
+    server::serve(listener, router, options, shutdown).await;
     handle.shutdown().await;
     info!("stopped");
     Ok(())

@@ -83,13 +83,21 @@ pub async fn serve(listener: TcpListener, router: Router, options: ServeOptions,
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers at once, and returns a future that resolves when
+/// either signal arrives. Installing before the server announces itself means a signal sent right
+/// after start-up still shuts down gracefully instead of killing the process.
+///
+/// # Errors
+/// The handlers cannot be installed.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
 
-    let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received; shutting down"),
-        _ = terminate.recv() => info!("SIGTERM received; shutting down"),
-    }
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => info!("SIGINT received; shutting down"),
+            _ = terminate.recv() => info!("SIGTERM received; shutting down"),
+        }
+    })
 }

@@ -66,14 +66,22 @@ pub fn load(options: LoadOptions) -> anyhow::Result<Loaded> {
         apply_dev_defaults(&mut table, &mut warnings)?;
     }
 
-    let mut config: Config = serde_ignored::deserialize(Value::Table(table), |path| {
-        warnings.push(format!("unknown configuration key `{path}` is ignored"));
-    })
-    .context("invalid configuration")?;
-    config.dev_mode = dev_mode;
+    let mut unknown = Vec::new();
+    let parsed: Result<Config, _> = serde_ignored::deserialize(Value::Table(table), |path| {
+        unknown.push(format!("unknown configuration key `{path}` is ignored"));
+    });
+    warnings.extend(unknown);
+    let checked = parsed.context("invalid configuration").and_then(|mut config| {
+        config.dev_mode = dev_mode;
+        check(&config).map(|()| config)
+    });
 
-    check(&config)?;
-    Ok(Loaded { config, warnings })
+    match checked {
+        Ok(config) => Ok(Loaded { config, warnings }),
+        // A misspelt key is often the cause of the failure, so the warnings go with the error.
+        Err(error) if !warnings.is_empty() => Err(error.context(format!("{}", warnings.join("\n")))),
+        Err(error) => Err(error),
+    }
 }
 
 fn resolve_file(explicit: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
@@ -254,9 +262,10 @@ fn apply_dev_defaults(table: &mut Table, warnings: &mut Vec<String>) -> anyhow::
             .unwrap_or(&defaults.database.url)
             .to_string();
         let path = dev_secret_path(&url);
-        let secret = read_or_create_dev_secret(&path)?;
+        let (secret, created) = read_or_create_dev_secret(&path)?;
         insert_path(table, &["secret".into()], Value::String(secret.expose().to_string()));
-        warnings.push(format!("development mode: secret is generated and kept in {}", path.display()));
+        let origin = if created { "generated into" } else { "read from" };
+        warnings.push(format!("development mode: secret is {origin} {}", path.display()));
     }
     if !has_path(table, &["mail", "transport"]) {
         insert_path(table, &["mail".into(), "transport".into()], text("console"));
@@ -285,17 +294,18 @@ fn dev_secret_path(database_url: &str) -> PathBuf {
     }
 }
 
-fn read_or_create_dev_secret(path: &Path) -> anyhow::Result<Secret> {
+/// Reads the development secret, or generates and stores it; the flag is true when generated.
+fn read_or_create_dev_secret(path: &Path) -> anyhow::Result<(Secret, bool)> {
     if path.is_file() {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the development secret {}", path.display()))?;
-        return Ok(Secret::new(text.trim()));
+        return Ok((Secret::new(text.trim()), false));
     }
 
     let secret = Secret::new(random::alphanumeric(48));
     write_private_file(path, secret.expose())
         .with_context(|| format!("writing the development secret {}", path.display()))?;
-    Ok(secret)
+    Ok((secret, true))
 }
 
 fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -321,7 +331,8 @@ fn check(config: &Config) -> anyhow::Result<()> {
                 .to_string(),
         ),
         Some(secret) if secret.expose().len() < MIN_SECRET_BYTES => problems.push(format!(
-            "`secret` is {} bytes long; it must have at least {MIN_SECRET_BYTES}",
+            "`secret` is {} bytes long; it must have at least {MIN_SECRET_BYTES}, for example the output of \
+             `openssl rand -base64 48`",
             secret.expose().len()
         )),
         Some(_) => {}

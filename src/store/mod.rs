@@ -4,6 +4,7 @@
 //! here; no transaction crosses into `core`, so the SQLite writer can group concurrent plans into one
 //! commit.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -46,6 +47,57 @@ pub struct SessionRecord {
     pub user_agent: String,
 }
 
+/// A session joined with its user, as one row; column names of the user carry a `u_` prefix.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SessionUserRow {
+    id: String,
+    user_id: String,
+    token_hash: String,
+    expires_at: i64,
+    created_at: i64,
+    updated_at: i64,
+    ip_address: String,
+    user_agent: String,
+    u_email: String,
+    u_email_verified: bool,
+    u_name: String,
+    u_image: Option<String>,
+    u_is_anonymous: bool,
+    u_created_at: i64,
+    u_updated_at: i64,
+}
+
+/// The select list that fills [`SessionUserRow`] from `sessions s JOIN users u`.
+pub(crate) const SESSION_USER_COLUMNS: &str = "s.id, s.user_id, s.token_hash, s.expires_at, s.created_at, s.updated_at, \
+     s.ip_address, s.user_agent, u.email AS u_email, u.email_verified AS u_email_verified, u.name AS u_name, \
+     u.image AS u_image, u.is_anonymous AS u_is_anonymous, u.created_at AS u_created_at, u.updated_at AS u_updated_at";
+
+impl SessionUserRow {
+    pub(crate) fn into_records(self) -> (SessionRecord, UserRecord) {
+        let user = UserRecord {
+            id: self.user_id.clone(),
+            email: self.u_email,
+            email_verified: self.u_email_verified,
+            name: self.u_name,
+            image: self.u_image,
+            is_anonymous: self.u_is_anonymous,
+            created_at: Millis(self.u_created_at),
+            updated_at: Millis(self.u_updated_at),
+        };
+        let session = SessionRecord {
+            id: self.id,
+            user_id: self.user_id,
+            token_hash: self.token_hash,
+            expires_at: Millis(self.expires_at),
+            created_at: Millis(self.created_at),
+            updated_at: Millis(self.updated_at),
+            ip_address: self.ip_address,
+            user_agent: self.user_agent,
+        };
+        (session, user)
+    }
+}
+
 /// Changes to a user's profile; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct UserChanges {
@@ -86,29 +138,41 @@ pub enum StoreError {
 #[derive(Clone)]
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
 }
 
 macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Store::Sqlite($store) => $call,
+            Store::Postgres($store) => $call,
         }
     };
 }
 
 impl Store {
-    /// Opens the database named by `database.url` without migrating it.
+    /// Opens the database named by `database.url` without migrating it: `sqlite:` URLs select
+    /// the SQLite store, `postgres:` and `postgresql:` URLs the PostgreSQL store.
     ///
     /// # Errors
     /// An unsupported URL scheme, or a database that cannot be opened.
     pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Self> {
-        if sqlite_file(&config.url).is_some() || config.url.starts_with("sqlite:") {
-            return Ok(Store::Sqlite(sqlite::SqliteStore::open(config).await?));
+        match Engine::of(&config.url) {
+            Some(Engine::Sqlite) => Ok(Store::Sqlite(sqlite::SqliteStore::open(config).await?)),
+            Some(Engine::Postgres) => Ok(Store::Postgres(postgres::PostgresStore::open(config).await?)),
+            None => anyhow::bail!(
+                "database.url must start with sqlite: or postgres:, such as sqlite://doorman.db or \
+                 postgres://doorman@db.example.com/doorman"
+            ),
         }
-        // TODO: PostgreSQL URLs are refused until the PostgreSQL store exists.
-        anyhow::bail!(
-            "database.url must be a sqlite:// URL, such as sqlite://doorman.db; PostgreSQL is not supported yet"
-        )
+    }
+
+    /// The engine behind this store.
+    pub fn engine(&self) -> Engine {
+        match self {
+            Store::Sqlite(_) => Engine::Sqlite,
+            Store::Postgres(_) => Engine::Postgres,
+        }
     }
 
     /// Applies the embedded migrations that the database lacks.
@@ -182,6 +246,26 @@ impl Store {
     /// Deletes sessions and verifications that expired before `now`.
     pub async fn sweep_expired(&self, now: Millis) -> Result<SweepCounts, StoreError> {
         dispatch!(self, store => store.sweep_expired(now).await)
+    }
+}
+
+/// A database engine Doorman can store its data in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    /// The engine a `database.url` names by its scheme, if any.
+    pub fn of(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Engine::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Engine::Postgres)
+        } else {
+            None
+        }
     }
 }
 

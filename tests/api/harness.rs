@@ -2,7 +2,6 @@
 //! endpoint.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use doorman::config::Config;
@@ -13,7 +12,8 @@ use doorman::server::{self, ServeOptions};
 use doorman::{Doorman, Handle};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
 use tokio::sync::oneshot;
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
@@ -49,6 +49,68 @@ impl Signed {
     }
 }
 
+/// Environment variable naming the PostgreSQL database to test against; SQLite when unset.
+pub const DATABASE_VARIABLE: &str = "DOORMAN_TEST_DATABASE_URL";
+
+/// The database of one test: a fresh SQLite file, or a fresh schema in the PostgreSQL database
+/// that `DOORMAN_TEST_DATABASE_URL` names.
+pub struct TestDatabase {
+    /// The `database.url` Doorman is given.
+    pub url: String,
+    /// The PostgreSQL server and schema to drop afterwards.
+    postgres: Option<(String, String)>,
+    dir: tempfile::TempDir,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        match std::env::var(DATABASE_VARIABLE) {
+            Ok(server) if !server.is_empty() => {
+                let schema = format!("test_{}", doorman::core::random::alphanumeric(16).to_lowercase());
+                let admin = AnyPool::connect(&server).await.expect("connecting to DOORMAN_TEST_DATABASE_URL");
+                sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.expect("creating a test schema");
+                admin.close().await;
+                let separator = if server.contains('?') { '&' } else { '?' };
+                let url = format!("{server}{separator}options%5Bsearch_path%5D={schema}");
+                Self { url, postgres: Some((server, schema)), dir }
+            }
+            _ => {
+                let url = format!("sqlite://{}", dir.path().join("doorman.db").display());
+                Self { url, postgres: None, dir }
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    /// A directory that lives as long as the database, for other files of the test.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((server, schema)) = self.postgres.take() else { return };
+        // Drop runs inside the test's runtime, which cannot block on a future, so a separate
+        // thread with its own runtime removes the schema.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                if let Ok(admin) = AnyPool::connect(&server).await {
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&admin).await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 pub struct TestApp {
     pub address: SocketAddr,
     /// `http://127.0.0.1:<port>`, also the configured base URL.
@@ -56,10 +118,9 @@ pub struct TestApp {
     pub clock: Clock,
     pub config: Config,
     pub client: reqwest::Client,
-    pub db_file: PathBuf,
     handle: Option<Handle>,
     stop: Option<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
+    pub database: TestDatabase,
 }
 
 impl TestApp {
@@ -69,15 +130,14 @@ impl TestApp {
 
     /// Starts a server whose configuration `adjust` may change first.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let db_file = dir.path().join("doorman.db");
+        let database = TestDatabase::create().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding port 0");
         let address = listener.local_addr().unwrap();
         let origin = format!("http://{address}");
 
         let mut config = Config::default();
         config.secret = Some(Secret::new(SECRET));
-        config.database.url = format!("sqlite://{}", db_file.display());
+        config.database.url = database.url.clone();
         config.server.base_url = Some(origin.clone());
         config.server.trusted_origins = vec![TRUSTED_ORIGIN.to_string()];
         config.anonymous.enabled = true;
@@ -101,10 +161,9 @@ impl TestApp {
             clock,
             config,
             client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
-            db_file,
             handle: Some(handle),
             stop: Some(stop),
-            _dir: dir,
+            database,
         }
     }
 
@@ -204,10 +263,10 @@ impl TestApp {
         self.post_json("/delete-anonymous-user", creds, serde_json::json!({})).await
     }
 
-    /// A read-only connection pool on the app's SQLite file, for checking rows.
-    pub async fn db(&self) -> SqlitePool {
-        let options = SqliteConnectOptions::new().filename(&self.db_file).read_only(true);
-        SqlitePool::connect_with(options).await.expect("opening the test database")
+    /// Returns a connection pool on the app's database, for checking and preparing rows. Queries
+    /// use `$1` placeholders, which both engines accept.
+    pub async fn db(&self) -> AnyPool {
+        AnyPoolOptions::new().max_connections(1).connect(&self.database.url).await.expect("opening the test database")
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
@@ -225,11 +284,10 @@ impl TestApp {
         let token = SessionToken::generate();
         let expires_at = now + self.config.session.expires_in.get();
 
-        let options = SqliteConnectOptions::new().filename(&self.db_file).foreign_keys(true);
-        let pool = SqlitePool::connect_with(options).await.unwrap();
+        let pool = self.db().await;
         sqlx::query(
             "INSERT INTO users (id, email, email_verified, name, image, is_anonymous, created_at, updated_at) \
-             VALUES (?, ?, 1, 'Real', NULL, 0, ?, ?)",
+             VALUES ($1, $2, TRUE, 'Real', NULL, FALSE, $3, $4)",
         )
         .bind(&user_id)
         .bind(email)
@@ -238,24 +296,29 @@ impl TestApp {
         .execute(&pool)
         .await
         .unwrap();
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, token_hash, expires_at, created_at, updated_at, ip_address, user_agent) \
-             VALUES (?, ?, ?, ?, ?, ?, '', '')",
-        )
-        .bind(doorman::core::random::new_id())
-        .bind(&user_id)
-        .bind(token.hash().0)
-        .bind(expires_at.0)
-        .bind(now.0)
-        .bind(now.0)
-        .execute(&pool)
-        .await
-        .unwrap();
+        insert_session(&pool, &user_id, &token, expires_at.0, now.0).await;
         pool.close().await;
 
         let signer = TokenSigner::new(&Secret::new(SECRET), &[]);
         Signed { token: token.expose().to_string(), signed: signer.sign(&token), user_id }
     }
+}
+
+/// Inserts a session row for `user_id` whose token is `token`.
+pub async fn insert_session(pool: &AnyPool, user_id: &str, token: &SessionToken, expires_at: i64, created_at: i64) {
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, token_hash, expires_at, created_at, updated_at, ip_address, user_agent) \
+         VALUES ($1, $2, $3, $4, $5, $6, '', '')",
+    )
+    .bind(doorman::core::random::new_id())
+    .bind(user_id)
+    .bind(token.hash().0)
+    .bind(expires_at)
+    .bind(created_at)
+    .bind(created_at)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 impl Drop for TestApp {

@@ -1,9 +1,12 @@
-//! Integration tests: every route and rule through real HTTP on a real SQLite file.
+//! Integration tests: every route and rule through real HTTP, on a fresh SQLite file per test, or
+//! on a fresh PostgreSQL schema per test when `DOORMAN_TEST_DATABASE_URL` is set.
 
 mod anonymous;
 mod bad_input;
 mod harness;
 mod origin;
+mod postgres;
 mod process;
 mod profile;
+mod proxy;
 mod sessions;

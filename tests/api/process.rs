@@ -14,7 +14,7 @@ use crate::harness::SECRET;
 const BINARY: &str = env!("CARGO_BIN_EXE_doorman");
 
 /// A running `doorman serve` whose standard error is collected line by line.
-struct Process {
+pub struct Process {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     address: String,
@@ -23,7 +23,7 @@ struct Process {
 impl Process {
     /// Starts `doorman <args>` in `dir` with only `env` (plus `PATH`) and waits for its listening
     /// line.
-    fn serve(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+    pub fn serve(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut command = Command::new(BINARY);
         command.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
         command.args(["--log-format", "json"]).args(args).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -54,12 +54,12 @@ impl Process {
         Self { child, lines, address }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }
 
     /// Sends SIGTERM and returns every line logged until the process exited, with its exit status.
-    fn terminate(mut self) -> (Vec<String>, std::process::ExitStatus) {
+    pub fn terminate(mut self) -> (Vec<String>, std::process::ExitStatus) {
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         let status = wait_with_timeout(&mut self.child, Duration::from_secs(20));
         std::thread::sleep(Duration::from_millis(100));
@@ -264,6 +264,9 @@ fn dev_mode_announces_each_default_and_keeps_its_secret() {
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&secret).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     assert!(std::fs::read_to_string(&secret).unwrap().len() >= 32);
+    let wal = dir.path().join("doorman.db-wal");
+    let wal_size = std::fs::metadata(&wal).map(|metadata| metadata.len()).unwrap_or(0);
+    assert_eq!(wal_size, 0, "a clean stop folds the WAL into the database file");
 }
 
 #[test]

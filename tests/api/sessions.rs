@@ -46,7 +46,7 @@ async fn sessions_table_holds_no_raw_token() {
     assert!(!stored[0].contains(&guest.token));
     assert_eq!(stored[0], SessionToken::parse(&guest.token).unwrap().hash().0);
     let dump: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM sessions WHERE id = ?1 OR user_id = ?1 OR ip_address = ?1 OR user_agent = ?1",
+        "SELECT COUNT(*) FROM sessions WHERE id = $1 OR user_id = $1 OR ip_address = $1 OR user_agent = $1",
     )
     .bind(&guest.token)
     .fetch_one(&app.db().await)
@@ -269,17 +269,8 @@ async fn two_sessions(app: &TestApp) -> (crate::harness::Signed, crate::harness:
     let first = app.real_user("ada@example.com").await;
     let token = SessionToken::generate();
     let now = app.clock.now();
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.db_file.display())).await.unwrap();
-    sqlx::query("INSERT INTO sessions (id, user_id, token_hash, expires_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(doorman::core::random::new_id())
-        .bind(&first.user_id)
-        .bind(token.hash().0)
-        .bind((now + 7 * DAY).0)
-        .bind(now.0 + 1)
-        .bind(now.0 + 1)
-        .execute(&pool)
-        .await
-        .unwrap();
+    let pool = app.db().await;
+    crate::harness::insert_session(&pool, &first.user_id, &token, (now + 7 * DAY).0, now.0 + 1).await;
     pool.close().await;
     let signed = TokenSigner::new(&Secret::new(SECRET), &[]).sign(&token);
     let second = crate::harness::Signed { token: token.expose().to_string(), signed, user_id: first.user_id.clone() };
@@ -355,7 +346,7 @@ async fn revoke_session_cannot_touch_another_users_session() {
     let app = TestApp::spawn().await;
     let attacker = app.guest().await;
     let victim = app.guest().await;
-    let victim_id: String = sqlx::query_scalar("SELECT id FROM sessions WHERE user_id = ?")
+    let victim_id: String = sqlx::query_scalar("SELECT id FROM sessions WHERE user_id = $1")
         .bind(&victim.user_id)
         .fetch_one(&app.db().await)
         .await

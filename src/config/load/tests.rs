@@ -184,3 +184,12 @@ fn redacted_toml_hides_secrets_and_passwords() {
     assert!(!text.contains("hunter2"));
     assert!(text.contains("smtp://user:REDACTED@mail.example.com:587"), "{text}");
 }
+
+#[test]
+fn failed_load_carries_the_warnings() {
+    let error = load_env(&[("DOORMAN_SECRT", SECRET)]).unwrap_err();
+
+    let message = format!("{error:#}");
+    assert!(message.contains("DOORMAN_SECRT"), "{message}");
+    assert!(message.contains("`secret` is missing"), "{message}");
+}

@@ -9,10 +9,12 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Row};
+use sqlx::ConnectOptions;
 
 use self::writer::Writer;
-use super::{SessionRecord, SessionSelector, StoreError, SweepCounts, UserChanges, UserRecord};
+use super::{
+    SessionRecord, SessionSelector, SessionUserRow, StoreError, SweepCounts, UserChanges, UserRecord, SESSION_USER_COLUMNS,
+};
 use crate::config::DatabaseConfig;
 use crate::core::time::Millis;
 use crate::core::token::TokenHash;
@@ -79,9 +81,11 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Closes the readers, then lets the writer finish its queue, fold the WAL back into the
+    /// database file and close, so a stopped server leaves one self-contained file.
     pub async fn close(&self) {
-        self.writer.close().await;
         self.readers.close().await;
+        self.writer.close().await;
     }
 
     pub async fn create_guest(&self, user: UserRecord, session: SessionRecord) -> Result<(), StoreError> {
@@ -97,36 +101,10 @@ impl SqliteStore {
     }
 
     pub async fn find_session(&self, hash: &TokenHash) -> Result<Option<(SessionRecord, UserRecord)>, StoreError> {
-        let sql = format!(
-            "SELECT s.id, s.user_id, s.token_hash, s.expires_at, s.created_at, s.updated_at, s.ip_address, s.user_agent, \
-                    u.id AS u_id, u.email, u.email_verified, u.name, u.image, u.is_anonymous, \
-                    u.created_at AS u_created_at, u.updated_at AS u_updated_at \
-             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?"
-        );
-        let row = sqlx::query(&sql).bind(&hash.0).fetch_optional(&self.readers).await.map_err(map_error)?;
-        let Some(row) = row else { return Ok(None) };
-
-        let session = SessionRecord {
-            id: row.try_get("id").map_err(map_error)?,
-            user_id: row.try_get("user_id").map_err(map_error)?,
-            token_hash: row.try_get("token_hash").map_err(map_error)?,
-            expires_at: Millis(row.try_get("expires_at").map_err(map_error)?),
-            created_at: Millis(row.try_get("created_at").map_err(map_error)?),
-            updated_at: Millis(row.try_get("updated_at").map_err(map_error)?),
-            ip_address: row.try_get("ip_address").map_err(map_error)?,
-            user_agent: row.try_get("user_agent").map_err(map_error)?,
-        };
-        let user = UserRecord {
-            id: row.try_get("u_id").map_err(map_error)?,
-            email: row.try_get("email").map_err(map_error)?,
-            email_verified: row.try_get("email_verified").map_err(map_error)?,
-            name: row.try_get("name").map_err(map_error)?,
-            image: row.try_get("image").map_err(map_error)?,
-            is_anonymous: row.try_get("is_anonymous").map_err(map_error)?,
-            created_at: Millis(row.try_get("u_created_at").map_err(map_error)?),
-            updated_at: Millis(row.try_get("u_updated_at").map_err(map_error)?),
-        };
-        Ok(Some((session, user)))
+        let sql = format!("SELECT {SESSION_USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?");
+        let row: Option<SessionUserRow> =
+            sqlx::query_as(&sql).bind(&hash.0).fetch_optional(&self.readers).await.map_err(map_error)?;
+        Ok(row.map(SessionUserRow::into_records))
     }
 
     pub async fn extend_session(&self, session_id: &str, expires_at: Millis, now: Millis) -> Result<bool, StoreError> {

@@ -147,6 +147,9 @@ async fn run(mut connection: SqliteConnection, mut receiver: mpsc::Receiver<Mess
     };
 
     receiver.close();
+    if let Err(error) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").await {
+        tracing::warn!(error = %error, "checkpointing the SQLite WAL at close failed");
+    }
     if let Err(error) = connection.close().await {
         tracing::warn!(error = %error, "closing the SQLite writer connection failed");
     }
