@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use crate::app::Doorman;
 use crate::config::{self, Config, LoadOptions};
 use crate::server::{self, ServeOptions};
-use crate::store::Store;
+use crate::store::{Engine, Store};
 use crate::telemetry::{self, LogFormat};
 
 /// Doorman: an authentication server with anonymous guest sessions, speaking Better Auth's HTTP
@@ -110,7 +110,11 @@ async fn serve(path: Option<PathBuf>, dev: bool) -> anyhow::Result<()> {
 }
 
 fn log_summary(config: &Config) {
-    let database = if crate::store::sqlite_file(&config.database.url).is_some() { "sqlite" } else { "other" };
+    let database = match Engine::of(&config.database.url) {
+        Some(Engine::Sqlite) => "sqlite",
+        Some(Engine::Postgres) => "postgres",
+        None => "unknown",
+    };
     info!(
         version = env!("CARGO_PKG_VERSION"),
         listen = %config.server.listen,
