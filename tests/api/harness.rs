@@ -64,27 +64,30 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn create() -> Self {
-        sqlx::any::install_default_drivers();
-        let dir = tempfile::tempdir().expect("creating a temp dir");
         match std::env::var(DATABASE_VARIABLE) {
-            Ok(server) if !server.is_empty() => {
-                let schema = format!("test_{}", doorman::core::random::alphanumeric(16).to_lowercase());
-                let admin = AnyPool::connect(&server).await.expect("connecting to DOORMAN_TEST_DATABASE_URL");
-                sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.expect("creating a test schema");
-                admin.close().await;
-                let separator = if server.contains('?') { '&' } else { '?' };
-                let url = format!("{server}{separator}options%5Bsearch_path%5D={schema}");
-                Self { url, postgres: Some((server, schema)), dir }
-            }
+            Ok(server) if !server.is_empty() => Self::postgres(server).await,
             _ => {
+                let dir = tempfile::tempdir().expect("creating a temp dir");
                 let url = format!("sqlite://{}", dir.path().join("doorman.db").display());
                 Self { url, postgres: None, dir }
             }
         }
     }
 
-    pub fn is_postgres(&self) -> bool {
-        self.postgres.is_some()
+    /// Creates a fresh schema on the PostgreSQL server at `server`.
+    pub async fn postgres(server: String) -> Self {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let schema = format!("test_{}", doorman::core::random::alphanumeric(16).to_lowercase());
+        let admin = AnyPool::connect(&server)
+            .await
+            .unwrap_or_else(|error| panic!("connecting to the test PostgreSQL server {server}: {error}"));
+        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.expect("creating a test schema");
+        admin.close().await;
+
+        let separator = if server.contains('?') { '&' } else { '?' };
+        let url = format!("{server}{separator}options%5Bsearch_path%5D={schema}");
+        Self { url, postgres: Some((server, schema)), dir }
     }
 
     /// A directory that lives as long as the database, for other files of the test.
@@ -130,7 +133,11 @@ impl TestApp {
 
     /// Starts a server whose configuration `adjust` may change first.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let database = TestDatabase::create().await;
+        Self::spawn_on(TestDatabase::create().await, adjust).await
+    }
+
+    /// Starts a server on `database`, whose configuration `adjust` may change first.
+    pub async fn spawn_on(database: TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding port 0");
         let address = listener.local_addr().unwrap();
         let origin = format!("http://{address}");
@@ -266,6 +273,7 @@ impl TestApp {
     /// Returns a connection pool on the app's database, for checking and preparing rows. Queries
     /// use `$1` placeholders, which both engines accept.
     pub async fn db(&self) -> AnyPool {
+        sqlx::any::install_default_drivers();
         AnyPoolOptions::new().max_connections(1).connect(&self.database.url).await.expect("opening the test database")
     }
 

@@ -13,19 +13,17 @@ use crate::harness::{error_code, header, Creds, TestApp, TestDatabase, DATABASE_
 use crate::process::Process;
 use crate::proxy::TcpProxy;
 
-/// The PostgreSQL test database; these tests cannot run without one.
+/// The PostgreSQL server of `DOORMAN_TEST_DATABASE_URL`, or the local default that `scripts/test`
+/// also uses; these tests fail without a reachable server.
 fn server_url() -> String {
     std::env::var(DATABASE_VARIABLE)
         .ok()
         .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| panic!("{DATABASE_VARIABLE} must name a PostgreSQL database for this test"))
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string())
 }
 
 async fn postgres_database() -> TestDatabase {
-    let _ = server_url();
-    let database = TestDatabase::create().await;
-    assert!(database.is_postgres());
-    database
+    TestDatabase::postgres(server_url()).await
 }
 
 fn database_config(url: &str) -> DatabaseConfig {
@@ -198,7 +196,7 @@ async fn postgres_only_outage_answers_503_then_recovers() {
     let upstream = format!("{}:{}", server.host_str().unwrap(), server.port().unwrap_or(5432));
     let proxy = TcpProxy::start(tokio::net::lookup_host(upstream).await.unwrap().next().unwrap()).await;
     let proxy_address = proxy.address;
-    let app = TestApp::spawn_with(move |config| {
+    let app = TestApp::spawn_on(postgres_database().await, move |config| {
         let mut url: url::Url = config.database.url.parse().unwrap();
         url.set_port(Some(proxy_address.port())).unwrap();
         url.set_host(Some("127.0.0.1")).unwrap();

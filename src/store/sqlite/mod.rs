@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::ConnectOptions;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Arguments, ConnectOptions};
 
 use self::writer::Writer;
 use super::{
@@ -18,6 +20,16 @@ use super::{
 use crate::config::DatabaseConfig;
 use crate::core::time::Millis;
 use crate::core::token::TokenHash;
+
+/// Builds owned statement arguments from values that SQLite encodes (strings, integers, booleans
+/// and their options).
+macro_rules! arguments {
+    ($($value:expr),* $(,)?) => {{
+        let mut arguments = SqliteArguments::default();
+        $(arguments.add($value).expect("SQLite encodes strings, integers and booleans");)*
+        arguments
+    }};
+}
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -108,37 +120,14 @@ impl SqliteStore {
     }
 
     pub async fn extend_session(&self, session_id: &str, expires_at: Millis, now: Millis) -> Result<bool, StoreError> {
-        let session_id = session_id.to_string();
-        self.writer
-            .write(move |connection| {
-                Box::pin(async move {
-                    let result = sqlx::query("UPDATE sessions SET expires_at = ?, updated_at = ? WHERE id = ?")
-                        .bind(expires_at.0)
-                        .bind(now.0)
-                        .bind(&session_id)
-                        .execute(&mut *connection)
-                        .await
-                        .map_err(map_error)?;
-                    Ok(result.rows_affected() == 1)
-                })
-            })
-            .await
+        let sql = "UPDATE sessions SET expires_at = ?, updated_at = ? WHERE id = ?";
+        let changed = self.execute(sql, arguments![expires_at.0, now.0, session_id.to_string()]).await?;
+        Ok(changed == 1)
     }
 
     pub async fn delete_session(&self, session_id: &str) -> Result<bool, StoreError> {
-        let session_id = session_id.to_string();
-        self.writer
-            .write(move |connection| {
-                Box::pin(async move {
-                    let result = sqlx::query("DELETE FROM sessions WHERE id = ?")
-                        .bind(&session_id)
-                        .execute(&mut *connection)
-                        .await
-                        .map_err(map_error)?;
-                    Ok(result.rows_affected() == 1)
-                })
-            })
-            .await
+        let changed = self.execute("DELETE FROM sessions WHERE id = ?", arguments![session_id.to_string()]).await?;
+        Ok(changed == 1)
     }
 
     pub async fn revoke_user_session(&self, user_id: &str, selector: SessionSelector) -> Result<Option<String>, StoreError> {
@@ -176,81 +165,36 @@ impl SqliteStore {
     }
 
     pub async fn delete_user_sessions(&self, user_id: &str, keep: Option<String>) -> Result<u64, StoreError> {
-        let user_id = user_id.to_string();
-        self.writer
-            .write(move |connection| {
-                Box::pin(async move {
-                    let result = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id IS NOT ?")
-                        .bind(&user_id)
-                        .bind(keep.as_deref())
-                        .execute(&mut *connection)
-                        .await
-                        .map_err(map_error)?;
-                    Ok(result.rows_affected())
-                })
-            })
-            .await
+        let sql = "DELETE FROM sessions WHERE user_id = ? AND id IS NOT ?";
+        self.execute(sql, arguments![user_id.to_string(), keep]).await
     }
 
     pub async fn update_user(&self, user_id: &str, changes: UserChanges) -> Result<bool, StoreError> {
-        let user_id = user_id.to_string();
-        self.writer
-            .write(move |connection| {
-                Box::pin(async move {
-                    let result = sqlx::query(
-                        "UPDATE users SET name = COALESCE(?, name), \
-                                          image = CASE WHEN ? THEN ? ELSE image END, \
-                                          updated_at = ? \
-                         WHERE id = ?",
-                    )
-                    .bind(changes.name.as_deref())
-                    .bind(changes.image.is_some())
-                    .bind(changes.image.clone().flatten())
-                    .bind(changes.updated_at.0)
-                    .bind(&user_id)
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(map_error)?;
-                    Ok(result.rows_affected() == 1)
-                })
-            })
-            .await
+        let sql = "UPDATE users SET name = COALESCE(?, name), image = CASE WHEN ? THEN ? ELSE image END, updated_at = ? \
+                   WHERE id = ?";
+        let UserChanges { name, image, updated_at } = changes;
+        let arguments = arguments![name, image.is_some(), image.flatten(), updated_at.0, user_id.to_string()];
+        Ok(self.execute(sql, arguments).await? == 1)
     }
 
     pub async fn delete_user(&self, user_id: &str, only_guest: bool) -> Result<bool, StoreError> {
-        let user_id = user_id.to_string();
-        self.writer
-            .write(move |connection| {
-                Box::pin(async move {
-                    let result = sqlx::query("DELETE FROM users WHERE id = ? AND (is_anonymous = 1 OR NOT ?)")
-                        .bind(&user_id)
-                        .bind(only_guest)
-                        .execute(&mut *connection)
-                        .await
-                        .map_err(map_error)?;
-                    Ok(result.rows_affected() == 1)
-                })
-            })
-            .await
+        let sql = "DELETE FROM users WHERE id = ? AND (is_anonymous = 1 OR NOT ?)";
+        Ok(self.execute(sql, arguments![user_id.to_string(), only_guest]).await? == 1)
     }
 
     pub async fn sweep_expired(&self, now: Millis) -> Result<SweepCounts, StoreError> {
+        let sessions = self.execute("DELETE FROM sessions WHERE expires_at <= ?", arguments![now.0]).await?;
+        let verifications = self.execute("DELETE FROM verifications WHERE expires_at <= ?", arguments![now.0]).await?;
+        Ok(SweepCounts { sessions, verifications })
+    }
+
+    /// Runs one statement in the next write transaction and returns the number of rows it changed.
+    async fn execute(&self, sql: &'static str, arguments: SqliteArguments<'static>) -> Result<u64, StoreError> {
         self.writer
             .write(move |connection| {
                 Box::pin(async move {
-                    let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
-                        .bind(now.0)
-                        .execute(&mut *connection)
-                        .await
-                        .map_err(map_error)?
-                        .rows_affected();
-                    let verifications = sqlx::query("DELETE FROM verifications WHERE expires_at <= ?")
-                        .bind(now.0)
-                        .execute(&mut *connection)
-                        .await
-                        .map_err(map_error)?
-                        .rows_affected();
-                    Ok(SweepCounts { sessions, verifications })
+                    let result = sqlx::query_with(sql, arguments).execute(&mut *connection).await.map_err(map_error)?;
+                    Ok(result.rows_affected())
                 })
             })
             .await
