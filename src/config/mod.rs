@@ -3,6 +3,7 @@
 //! Every key is accepted from the first version on, including keys of features that a deployment
 //! does not use, so one file serves every version.
 
+mod check;
 mod load;
 mod units;
 

@@ -1,0 +1,94 @@
+//! Checks that reject a configuration Doorman cannot run with, naming the key and the fix.
+
+use anyhow::bail;
+
+use super::Config;
+
+/// Minimum length in bytes of `secret` and of each entry of `secrets`.
+const MIN_SECRET_BYTES: usize = 32;
+
+/// Rejects configurations that cannot run, naming the key and the fix.
+pub(super) fn check(config: &Config) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+
+    match &config.secret {
+        None => problems.push(
+            "`secret` is missing: set it in the configuration file, in DOORMAN_SECRET or in a file \
+             named by DOORMAN_SECRET_FILE (at least 32 bytes of random text, for example the output \
+             of `openssl rand -base64 48`), or run `doorman serve --dev` for development"
+                .to_string(),
+        ),
+        Some(secret) if secret.expose().len() < MIN_SECRET_BYTES => problems.push(format!(
+            "`secret` is {} bytes long; it must have at least {MIN_SECRET_BYTES}, for example the output of \
+             `openssl rand -base64 48`",
+            secret.expose().len()
+        )),
+        Some(_) => {}
+    }
+    for (index, older) in config.secrets.iter().enumerate() {
+        if older.expose().len() < MIN_SECRET_BYTES {
+            problems.push(format!("`secrets[{index}]` must have at least {MIN_SECRET_BYTES} bytes"));
+        }
+    }
+
+    check_base_path("server.base_path", &config.server.base_path, &mut problems);
+    check_base_path("sync.base_path", &config.sync.base_path, &mut problems);
+    match url::Url::parse(&config.base_url()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+        _ => problems.push(format!(
+            "`server.base_url` must be an http or https URL, such as https://auth.example.com; found {:?}",
+            config.base_url()
+        )),
+    }
+    for pattern in &config.server.trusted_origins {
+        if let Err(reason) = crate::http::origin::OriginPattern::parse(pattern) {
+            problems.push(format!("`server.trusted_origins` entry {pattern:?} is invalid: {reason}"));
+        }
+    }
+    if config.server.max_connections == 0 {
+        problems.push("`server.max_connections` must be at least 1".into());
+    }
+    for (key, value) in [
+        ("server.request_timeout", config.server.request_timeout),
+        ("server.header_read_timeout", config.server.header_read_timeout),
+        ("session.expires_in", config.session.expires_in),
+        ("session.max_age", config.session.max_age),
+    ] {
+        if value.get().is_zero() {
+            problems.push(format!("`{key}` must be longer than zero"));
+        }
+    }
+    if config.session.update_age > config.session.expires_in {
+        problems.push("`session.update_age` must not exceed `session.expires_in`".into());
+    }
+    let prefix = &config.session.cookie_prefix;
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        problems.push(format!(
+            "`session.cookie_prefix` must be letters, digits, '-', '_' or '.'; found {prefix:?}"
+        ));
+    }
+    if !(6..=10).contains(&config.email_otp.length) {
+        problems.push(format!("`email_otp.length` must be 6 to 10 digits; found {}", config.email_otp.length));
+    }
+    if config.email_otp.max_attempts == 0 {
+        problems.push("`email_otp.max_attempts` must be at least 1".into());
+    }
+    for (name, rule) in &config.rate_limit.rules {
+        if rule.max == 0 || rule.window.get().is_zero() {
+            problems.push(format!("`rate_limit.rules.{name}` needs a `max` and a `window` above zero"));
+        }
+    }
+
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("invalid configuration:\n  - {}", problems.join("\n  - "))
+    }
+}
+
+fn check_base_path(key: &str, path: &str, problems: &mut Vec<String>) {
+    let valid = path.starts_with('/') && !path.ends_with('/') && !path.contains("//") && !path.contains('?');
+    if !valid {
+        problems.push(format!("`{key}` must start with '/' and not end with '/', such as /api/auth; found {path:?}"));
+    }
+}
