@@ -4,6 +4,7 @@ pub mod account;
 pub mod auth;
 pub mod error;
 pub mod random;
+pub mod rate_limit;
 pub mod secret;
 pub mod session;
 pub mod time;
