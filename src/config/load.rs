@@ -339,12 +339,23 @@ pub fn redacted_toml(config: &Config) -> anyhow::Result<String> {
     toml::to_string(&config).context("serializing the configuration")
 }
 
+/// Replaces the password of a URL, in its user part or in a `password` query parameter.
 fn redact_url(text: &mut String) {
-    if let Ok(mut url) = url::Url::parse(text) {
-        if url.password().is_some() && url.set_password(Some("REDACTED")).is_ok() {
-            *text = url.to_string();
-        }
+    let Ok(mut url) = url::Url::parse(text) else { return };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("REDACTED"));
     }
+    if url.query_pairs().any(|(key, _)| key == "password") {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if key == "password" { "REDACTED".to_string() } else { value.into_owned() };
+                (key.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    *text = url.to_string();
 }
 
 #[cfg(test)]

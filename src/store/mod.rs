@@ -150,6 +150,17 @@ macro_rules! dispatch {
     };
 }
 
+/// Runs a use case on the engine. PostgreSQL calls are bounded by a deadline, because a network
+/// partition can leave a query waiting on a connection that never answers.
+macro_rules! use_case {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($store) => $call.await,
+            Store::Postgres($store) => $store.bounded($call).await,
+        }
+    };
+}
+
 impl Store {
     /// Opens the database named by `database.url` without migrating it: `sqlite:` URLs select
     /// the SQLite store, `postgres:` and `postgresql:` URLs the PostgreSQL store.
@@ -198,55 +209,67 @@ impl Store {
 
     /// Inserts a new guest user and its first session in one transaction.
     pub async fn create_guest(&self, user: UserRecord, session: SessionRecord) -> Result<(), StoreError> {
-        dispatch!(self, store => store.create_guest(user, session).await)
+        use_case!(self, store => store.create_guest(user, session))
     }
 
     /// Finds a session by its token hash, with its user.
     pub async fn find_session(&self, hash: &TokenHash) -> Result<Option<(SessionRecord, UserRecord)>, StoreError> {
-        dispatch!(self, store => store.find_session(hash).await)
+        use_case!(self, store => store.find_session(hash))
     }
 
     /// Moves a session's expiry; returns false when the session no longer exists.
     pub async fn extend_session(&self, session_id: &str, expires_at: Millis, now: Millis) -> Result<bool, StoreError> {
-        dispatch!(self, store => store.extend_session(session_id, expires_at, now).await)
+        use_case!(self, store => store.extend_session(session_id, expires_at, now))
     }
 
     /// Deletes one session by id; returns false when it did not exist.
     pub async fn delete_session(&self, session_id: &str) -> Result<bool, StoreError> {
-        dispatch!(self, store => store.delete_session(session_id).await)
+        use_case!(self, store => store.delete_session(session_id))
     }
 
     /// Deletes one of a user's sessions; returns the deleted session's id, or `None` when the
     /// selector names no session of that user.
     pub async fn revoke_user_session(&self, user_id: &str, selector: SessionSelector) -> Result<Option<String>, StoreError> {
-        dispatch!(self, store => store.revoke_user_session(user_id, selector).await)
+        use_case!(self, store => store.revoke_user_session(user_id, selector))
     }
 
     /// Lists a user's sessions that expire after `now`, oldest first.
     pub async fn list_sessions(&self, user_id: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError> {
-        dispatch!(self, store => store.list_sessions(user_id, now).await)
+        use_case!(self, store => store.list_sessions(user_id, now))
     }
 
     /// Deletes every session of a user except `keep`; returns how many were deleted.
     pub async fn delete_user_sessions(&self, user_id: &str, keep: Option<String>) -> Result<u64, StoreError> {
-        dispatch!(self, store => store.delete_user_sessions(user_id, keep).await)
+        use_case!(self, store => store.delete_user_sessions(user_id, keep))
     }
 
     /// Applies profile changes; returns false when the user no longer exists.
     pub async fn update_user(&self, user_id: &str, changes: UserChanges) -> Result<bool, StoreError> {
-        dispatch!(self, store => store.update_user(user_id, changes).await)
+        use_case!(self, store => store.update_user(user_id, changes))
     }
 
     /// Deletes a user with its sessions; with `only_guest`, only when the user is a guest. Returns
     /// whether a row was deleted.
     pub async fn delete_user(&self, user_id: &str, only_guest: bool) -> Result<bool, StoreError> {
-        dispatch!(self, store => store.delete_user(user_id, only_guest).await)
+        use_case!(self, store => store.delete_user(user_id, only_guest))
     }
 
     /// Deletes sessions and verifications that expired before `now`.
     pub async fn sweep_expired(&self, now: Millis) -> Result<SweepCounts, StoreError> {
-        dispatch!(self, store => store.sweep_expired(now).await)
+        use_case!(self, store => store.sweep_expired(now))
     }
+}
+
+/// Succeeds when every migration of `migrator` is among `applied`. Versions a newer release
+/// applied are fine, so readiness holds during a rollout.
+fn check_migrations_applied(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> anyhow::Result<()> {
+    let missing: Vec<i64> = migrator
+        .iter()
+        .map(|migration| migration.version)
+        .filter(|version| !applied.contains(version))
+        .collect();
+    anyhow::ensure!(missing.is_empty(), "migrations {missing:?} are not applied: run `doorman migrate`");
+    Ok(())
 }
 
 /// A database engine Doorman can store its data in.

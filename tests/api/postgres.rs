@@ -233,3 +233,37 @@ async fn postgres_only_outage_answers_503_then_recovers() {
     let ready = app.client.get(format!("{}/ready", app.origin)).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+#[tokio::test]
+async fn postgres_only_partition_answers_503() {
+    let server: url::Url = server_url().parse().unwrap();
+    let upstream = format!("{}:{}", server.host_str().unwrap(), server.port().unwrap_or(5432));
+    let proxy = TcpProxy::start(tokio::net::lookup_host(upstream).await.unwrap().next().unwrap()).await;
+    let proxy_address = proxy.address;
+    let app = TestApp::spawn_on(postgres_database().await, move |config| {
+        let mut url: url::Url = config.database.url.parse().unwrap();
+        url.set_port(Some(proxy_address.port())).unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        config.database.url = url.to_string();
+        config.database.acquire_timeout = "1s".parse().unwrap();
+        config.database.statement_timeout = "1s".parse().unwrap();
+    })
+    .await;
+    let guest = app.guest().await;
+
+    // Pooled connections stay open but go silent, so the next query waits on a reply that never
+    // comes; the acquire timeout or the per-use-case deadline turns that into a 503.
+    proxy.freeze();
+    let started = Instant::now();
+    let during = app.get_session(&guest.bearer()).await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(during.status(), 503);
+    assert!(elapsed < Duration::from_secs(10), "the 503 took {elapsed:?}");
+    assert_eq!(header(&during, "retry-after").as_deref(), Some("1"));
+
+    proxy.restore();
+    let creds = guest.bearer();
+    let after = until_recovered(Duration::from_secs(15), || app.get_session(&creds)).await;
+    assert_eq!(after.status(), 200);
+}

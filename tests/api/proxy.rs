@@ -5,12 +5,18 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 pub struct TcpProxy {
     pub address: SocketAddr,
     open: Arc<AtomicBool>,
+    /// While set, forwarded connections stay open but carry no bytes, as in a network partition.
+    frozen: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -21,28 +27,36 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let open = Arc::new(AtomicBool::new(true));
+        let frozen = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(Mutex::new(Vec::new()));
 
         let accept = tokio::spawn({
             let open = open.clone();
+            let frozen = frozen.clone();
             let connections = connections.clone();
             async move {
-                while let Ok((mut client, _)) = listener.accept().await {
+                while let Ok((client, _)) = listener.accept().await {
                     if !open.load(Ordering::SeqCst) {
                         // Closing at once makes the client's connection attempt fail fast.
                         drop(client);
                         continue;
                     }
+                    let frozen = frozen.clone();
                     let task = tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        if let Ok(server) = TcpStream::connect(upstream).await {
+                            let (client_read, client_write) = client.into_split();
+                            let (server_read, server_write) = server.into_split();
+                            tokio::join!(
+                                pump(client_read, server_write, frozen.clone()),
+                                pump(server_read, client_write, frozen)
+                            );
                         }
                     });
                     connections.lock().unwrap().push(task);
                 }
             }
         });
-        Self { address, open, connections, accept }
+        Self { address, open, frozen, connections, accept }
     }
 
     /// Closes every forwarded connection and refuses new ones until [`TcpProxy::restore`].
@@ -53,9 +67,32 @@ impl TcpProxy {
         }
     }
 
-    /// Forwards new connections again.
+    /// Forwards new connections again, and bytes of frozen ones.
     pub fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);
+        self.frozen.store(false, Ordering::SeqCst);
+    }
+
+    /// Keeps every connection open but stops carrying bytes until [`TcpProxy::restore`].
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies bytes from `from` to `to`, holding each chunk while `frozen` is set.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, frozen: Arc<AtomicBool>) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let count = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(count) => count,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buffer[..count]).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -177,12 +177,15 @@ fn redacted_toml_hides_secrets_and_passwords() {
     config.secret = Some(Secret::new(SECRET));
     config.database.url = "sqlite://doorman.db".into();
     config.mail.smtp_url = Some("smtp://user:hunter2@mail.example.com:587".into());
+    config.database.url = "postgres://doorman@db.example.com/doorman?sslmode=require&password=hunter3".into();
 
     let text = redacted_toml(&config).unwrap();
 
     assert!(!text.contains(SECRET));
     assert!(!text.contains("hunter2"));
     assert!(text.contains("smtp://user:REDACTED@mail.example.com:587"), "{text}");
+    assert!(!text.contains("hunter3"), "{text}");
+    assert!(text.contains("sslmode=require&password=REDACTED"), "{text}");
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The PostgreSQL store: a connection pool with an acquire timeout and a statement timeout, each
 //! multi-step write in one transaction.
 
+use std::future::Future;
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::migrate::Migrator;
@@ -15,7 +17,16 @@ use crate::config::DatabaseConfig;
 use crate::core::time::Millis;
 use crate::core::token::TokenHash;
 
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+/// The embedded migrations. Versions applied by a newer release are tolerated, so an older
+/// release can still start and serve during a rollout or a rollback.
+fn migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/postgres");
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+/// Time added to the acquire and statement timeouts before a use case counts as unanswered.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 
 /// Columns of `users`, in `UserRecord` order.
 const USER_COLUMNS: &str = "id, email, email_verified, name, image, is_anonymous, created_at, updated_at";
@@ -25,11 +36,13 @@ const SESSION_COLUMNS: &str = "id, user_id, token_hash, expires_at, created_at, 
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Longest a use case may take: a connection acquire plus a full statement, with a margin.
+    deadline: Duration,
 }
 
 impl PostgresStore {
-    /// Builds the pool. Connections are opened lazily, so a database that is down at start makes
-    /// requests fail with 503 until it is back, instead of stopping the start.
+    /// Builds the pool; connections open on first use. `serve` applies the migrations right
+    /// after, so a database that is unreachable at start stops the start with an error.
     ///
     /// # Errors
     /// An invalid URL.
@@ -43,23 +56,33 @@ impl PostgresStore {
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(config.acquire_timeout.get())
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        let deadline = config.acquire_timeout.get() + config.statement_timeout.get() + DEADLINE_MARGIN;
+        Ok(Self { pool, deadline })
+    }
+
+    /// Fails `operation` as unavailable when it takes longer than the deadline.
+    pub async fn bounded<T>(&self, operation: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.deadline, operation).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(anyhow::anyhow!(
+                "the database did not answer within {} ms",
+                self.deadline.as_millis()
+            ))),
+        }
     }
 
     /// Applies the migrations under PostgreSQL's advisory lock, so several instances may start
     /// together.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        MIGRATOR.run(&self.pool).await.context("applying PostgreSQL migrations")
+        migrator().run(&self.pool).await.context("applying PostgreSQL migrations")
     }
 
     pub async fn ready(&self) -> anyhow::Result<()> {
-        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
             .await
             .context("reading the applied migrations")?;
-        let latest = MIGRATOR.iter().map(|migration| migration.version).max();
-        anyhow::ensure!(applied == latest, "migrations are not applied: run `doorman migrate`");
-        Ok(())
+        super::check_migrations_applied(&migrator(), &applied)
     }
 
     pub async fn close(&self) {

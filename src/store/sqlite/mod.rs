@@ -31,7 +31,13 @@ macro_rules! arguments {
     }};
 }
 
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The embedded migrations. Versions applied by a newer release are tolerated, so an older
+/// release can still start and serve during a rollout or a rollback.
+fn migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/sqlite");
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 /// How long a connection waits for another process's write lock (the CLI may write meanwhile).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,25 +82,20 @@ impl SqliteStore {
     pub async fn migrate(&self) -> anyhow::Result<()> {
         self.writer
             .write_alone(|connection| {
-                Box::pin(async move { MIGRATOR.run_direct(connection).await.map_err(|error| StoreError::Other(error.into())) })
+                Box::pin(async move { migrator().run_direct(connection).await.map_err(|error| StoreError::Other(error.into())) })
             })
             .await
             .context("applying SQLite migrations")
     }
 
     pub async fn ready(&self) -> anyhow::Result<()> {
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.readers)
-                .await
-                .context("reading the applied migrations")?;
-        let latest = MIGRATOR.iter().map(|migration| migration.version).max();
-        anyhow::ensure!(applied == latest, "migrations are not applied: run `doorman migrate`");
-        Ok(())
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.readers)
+            .await
+            .context("reading the applied migrations")?;
+        super::check_migrations_applied(&migrator(), &applied)
     }
 
-    /// Closes the readers, then lets the writer finish its queue, fold the WAL back into the
-    /// database file and close, so a stopped server leaves one self-contained file.
     pub async fn close(&self) {
         self.readers.close().await;
         self.writer.close().await;
