@@ -429,3 +429,26 @@ async fn routes_need_a_session() {
         assert_eq!(error_code(response).await, "UNAUTHORIZED");
     }
 }
+
+#[tokio::test]
+async fn migrations_of_a_newer_release_are_tolerated() {
+    let app = TestApp::spawn().await;
+    let pool = app.db().await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from a newer release', TRUE, $1, 0)",
+    )
+    .bind(vec![0u8; 48])
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let ready = app.client.get(format!("{}/ready", app.origin)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let config = doorman::config::DatabaseConfig { url: app.database.url.clone(), ..Default::default() };
+    let store = doorman::store::Store::open(&config).await.unwrap();
+    store.migrate().await.expect("an older release still starts");
+    store.close().await;
+}
