@@ -12,6 +12,10 @@ use tracing::{debug, error, info};
 
 use crate::config::Config;
 use crate::core::auth::Auth;
+use crate::core::codes::{CodePolicy, CodeService};
+use crate::core::otp::CodeHasher;
+use crate::core::rate_limit::{Limits, MemoryLimiter};
+use crate::mail;
 use crate::core::error::CoreError;
 use crate::core::session::SessionPolicy;
 use crate::core::time::Clock;
@@ -42,8 +46,9 @@ impl Doorman {
         store.migrate().await?;
 
         let policy = SessionPolicy::from_config(&config.session);
-        let auth = Arc::new(Auth::new(store.clone(), clock, policy, config.anonymous.enabled));
-        let state = AppState::new(&config, auth.clone(), store.clone())?;
+        let auth = Arc::new(Auth::new(store.clone(), clock.clone(), policy, config.anonymous.enabled));
+        let codes = Arc::new(code_service(&config, auth.clone(), clock)?);
+        let state = AppState::new(&config, auth.clone(), codes, store.clone())?;
         let router = http::router(state, &config.server.base_path);
 
         let (stop, stopped) = watch::channel(false);
@@ -51,6 +56,28 @@ impl Doorman {
 
         Ok((router, Handle { store, auth, stop, tasks: vec![sweeper] }))
     }
+}
+
+/// Keys the in-memory limiter tracks at most, bounding its memory under a flood of addresses.
+const LIMITER_CAPACITY: usize = 100_000;
+
+fn code_service(config: &Config, auth: Arc<Auth>, clock: Clock) -> anyhow::Result<CodeService> {
+    let secret = config.secret.as_ref().context("`secret` is missing")?;
+    let host = url::Url::parse(&config.base_url()).ok().and_then(|url| url.host_str().map(str::to_string));
+    let default_from = format!("no-reply@{}", host.unwrap_or_else(|| "localhost".into()));
+    let mailer = mail::from_config(&config.mail, &default_from)?;
+    let limiter = if config.rate_limit.enabled {
+        let limits = Limits::from_config(&config.rate_limit).map_err(anyhow::Error::msg)?;
+        Some(Arc::new(MemoryLimiter::new(limits, clock, LIMITER_CAPACITY)))
+    } else {
+        None
+    };
+    let policy = CodePolicy {
+        length: config.email_otp.length,
+        expires_in: config.email_otp.expires_in.get(),
+        max_attempts: config.email_otp.max_attempts,
+    };
+    Ok(CodeService::new(auth, CodeHasher::new(secret), mailer, limiter, policy))
 }
 
 /// Owns what [`Doorman::start`] opened; [`Handle::shutdown`] stops the tasks and closes the store.

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod mail;
 pub mod server;
 pub mod store;
 pub mod telemetry;

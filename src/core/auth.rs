@@ -4,6 +4,7 @@ use tracing::{debug, info};
 
 use super::account::ProfileUpdate;
 use super::error::CoreError;
+use super::events::OutboxEvent;
 use super::random;
 use super::session::{ClientInfo, SessionPolicy, SessionStatus};
 use super::time::{Clock, Millis};
@@ -53,6 +54,10 @@ pub struct Auth {
 impl Auth {
     pub fn new(store: Store, clock: Clock, policy: SessionPolicy, guests_enabled: bool) -> Self {
         Self { store, clock, policy, guests_enabled }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn policy(&self) -> &SessionPolicy {
@@ -222,7 +227,8 @@ impl Auth {
         if !self.policy.is_fresh(&current.session, self.clock.now()) {
             return Err(CoreError::SessionNotFresh);
         }
-        if !self.store.delete_user(&current.user.id, false).await? {
+        let event = OutboxEvent::user_deleted(&current.user.id, self.clock.now());
+        if !self.store.delete_user(&current.user.id, false, event).await? {
             return Err(CoreError::SessionGone);
         }
         info!(user_id = %current.user.id, "user deleted");
@@ -234,7 +240,8 @@ impl Auth {
         if !current.user.is_anonymous {
             return Err(CoreError::UserIsNotAnonymous);
         }
-        if !self.store.delete_user(&current.user.id, true).await? {
+        let event = OutboxEvent::user_deleted(&current.user.id, self.clock.now());
+        if !self.store.delete_user(&current.user.id, true, event).await? {
             return Err(CoreError::SessionGone);
         }
         debug!(user_id = %current.user.id, "guest deleted itself");

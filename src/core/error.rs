@@ -26,6 +26,21 @@ pub enum CoreError {
     /// The user or session vanished between the check and the write.
     #[error("the session ended during the request")]
     SessionGone,
+    /// The code is wrong, or no code was issued for the email.
+    #[error("invalid code")]
+    InvalidOtp,
+    /// The code expired.
+    #[error("the code expired")]
+    OtpExpired,
+    /// The code used up its tries and stays burned until it expires.
+    #[error("too many attempts")]
+    TooManyAttempts,
+    /// A rate limit was reached; retry after the given time.
+    #[error("rate limited")]
+    RateLimited { limit: u32, retry_after: std::time::Duration },
+    /// The code could not be delivered.
+    #[error("the email could not be delivered")]
+    EmailDeliveryFailed,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -1,8 +1,12 @@
 //! The rules of Doorman: sessions, the anonymous lifecycle, profiles. No HTTP types and no SQL.
 
 pub mod account;
+pub mod email;
+pub mod events;
 pub mod auth;
+pub mod codes;
 pub mod error;
+pub mod otp;
 pub mod random;
 pub mod rate_limit;
 pub mod secret;

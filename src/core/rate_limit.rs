@@ -169,6 +169,21 @@ impl MemoryLimiter {
         Decision::Allowed { limit: limit.max, remaining: limit.max - window.hits, reset }
     }
 
+    /// Returns the limited decision `key` would get now, without counting a hit; `None` while
+    /// hits remain.
+    pub fn peek(&self, rule: Rule, key: &str) -> Option<Decision> {
+        let limit = self.limits.get(rule);
+        let now = self.clock.now();
+        let state = self.state.lock().expect("the limiter's lock is never poisoned");
+        let window = state.windows.get(&(rule, key.to_string()))?;
+        let closes = window.opened + limit.window;
+        if now >= closes || window.hits < limit.max {
+            return None;
+        }
+        let retry_after = Duration::from_millis(u64::try_from(closes.0 - now.0).unwrap_or(0));
+        Some(Decision::Limited { limit: limit.max, retry_after })
+    }
+
     /// The number of keys tracked now.
     pub fn tracked_keys(&self) -> usize {
         self.state.lock().expect("the limiter's lock is never poisoned").windows.len()
@@ -249,6 +264,17 @@ mod tests {
         assert_eq!(limiter.tracked_keys(), 10);
         assert!(matches!(limiter.hit(Rule::SignIn, "key-999"), Decision::Limited { .. }), "the newest keys are kept");
         assert!(matches!(limiter.hit(Rule::SignIn, "key-0"), Decision::Allowed { .. }), "the oldest keys are evicted");
+    }
+
+    #[test]
+    fn peek_counts_nothing() {
+        let (limiter, _) = limiter(1, 60, 100);
+        assert_eq!(limiter.peek(Rule::SignIn, "k"), None);
+        assert_eq!(limiter.peek(Rule::SignIn, "k"), None);
+
+        limiter.hit(Rule::SignIn, "k");
+
+        assert_eq!(limiter.peek(Rule::SignIn, "k"), Some(Decision::Limited { limit: 1, retry_after: Duration::from_secs(60) }));
     }
 
     #[test]

@@ -79,6 +79,27 @@ pub enum ApiError {
     /// 404 `INVALID_TOKEN`: a deletion token was sent, but none was ever issued.
     #[error("Invalid token")]
     InvalidToken,
+    /// 400 `INVALID_EMAIL`: an address that is malformed or under `.invalid`.
+    #[error("Invalid email: {0}")]
+    InvalidEmail(&'static str),
+    /// 400 `UNSUPPORTED_OTP_TYPE`: a code type other than `sign-in`.
+    #[error("Only codes of type sign-in are supported")]
+    UnsupportedOtpType,
+    /// 400 `INVALID_OTP`: a wrong code, or none issued for the email.
+    #[error("Invalid OTP")]
+    InvalidOtp,
+    /// 400 `OTP_EXPIRED`.
+    #[error("OTP expired")]
+    OtpExpired,
+    /// 403 `TOO_MANY_ATTEMPTS`: the code is burned until it expires.
+    #[error("Too many attempts")]
+    TooManyAttempts,
+    /// 429 `RATE_LIMITED` with `Retry-After` and `RateLimit-*` headers.
+    #[error("Too many requests; retry after {} seconds", retry_after_seconds(*.retry_after))]
+    RateLimited { limit: u32, retry_after: std::time::Duration },
+    /// 503 `EMAIL_DELIVERY_FAILED`: the code could not be sent.
+    #[error("The email could not be delivered; retry shortly")]
+    EmailDeliveryFailed,
     /// 503 `SERVICE_UNAVAILABLE` with `Retry-After`: the store cannot be reached.
     #[error("The service is temporarily unavailable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
@@ -114,6 +135,13 @@ impl ApiError {
             NoFieldsToUpdate => (StatusCode::BAD_REQUEST, "NO_FIELDS_TO_UPDATE"),
             CredentialAccountNotFound => (StatusCode::BAD_REQUEST, "CREDENTIAL_ACCOUNT_NOT_FOUND"),
             InvalidToken => (StatusCode::NOT_FOUND, "INVALID_TOKEN"),
+            InvalidEmail(_) => (StatusCode::BAD_REQUEST, "INVALID_EMAIL"),
+            UnsupportedOtpType => (StatusCode::BAD_REQUEST, "UNSUPPORTED_OTP_TYPE"),
+            InvalidOtp => (StatusCode::BAD_REQUEST, "INVALID_OTP"),
+            OtpExpired => (StatusCode::BAD_REQUEST, "OTP_EXPIRED"),
+            TooManyAttempts => (StatusCode::FORBIDDEN, "TOO_MANY_ATTEMPTS"),
+            RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            EmailDeliveryFailed => (StatusCode::SERVICE_UNAVAILABLE, "EMAIL_DELIVERY_FAILED"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR"),
         }
@@ -137,17 +165,34 @@ impl IntoResponse for ApiError {
 
         let message = self.to_string();
         let mut response = (status, axum::Json(ErrorBody { code, message: &message })).into_response();
-        if matches!(self, ApiError::Unavailable(_)) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            }
+            ApiError::RateLimited { limit, retry_after } => {
+                let seconds = HeaderValue::from(retry_after_seconds(retry_after));
+                headers.insert(header::RETRY_AFTER, seconds.clone());
+                headers.insert("ratelimit-limit", HeaderValue::from(limit));
+                headers.insert("ratelimit-remaining", HeaderValue::from_static("0"));
+                headers.insert("ratelimit-reset", seconds);
+            }
+            _ => {}
         }
         response
     }
+}
+
+/// Whole seconds to wait, rounded up and at least one.
+fn retry_after_seconds(duration: std::time::Duration) -> u64 {
+    duration.as_millis().div_ceil(1000).max(1) as u64
 }
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
+            StoreError::Conflict(message) => ApiError::Internal(anyhow::anyhow!("unexpected conflict: {message}")),
             StoreError::Other(cause) => ApiError::Internal(cause),
         }
     }
@@ -163,6 +208,11 @@ impl From<CoreError> for ApiError {
             CoreError::UserIsNotAnonymous => ApiError::UserIsNotAnonymous,
             CoreError::GuestCannotDelete => ApiError::AnonymousUserCannotDelete,
             CoreError::SessionGone => ApiError::Unauthorized,
+            CoreError::InvalidOtp => ApiError::InvalidOtp,
+            CoreError::OtpExpired => ApiError::OtpExpired,
+            CoreError::TooManyAttempts => ApiError::TooManyAttempts,
+            CoreError::RateLimited { limit, retry_after } => ApiError::RateLimited { limit, retry_after },
+            CoreError::EmailDeliveryFailed => ApiError::EmailDeliveryFailed,
             CoreError::Store(error) => error.into(),
         }
     }

@@ -14,7 +14,7 @@ pub mod wire;
 use axum::routing::{get, post};
 use axum::Router;
 
-use self::routes::{anonymous, meta, session, user};
+use self::routes::{anonymous, email_otp, meta, session, user};
 pub use self::state::AppState;
 
 /// Builds the router: auth routes under `base_path`, health and readiness at the root, a JSON 404
@@ -23,6 +23,8 @@ pub fn router(state: AppState, base_path: &str) -> Router {
     let auth = Router::new()
         .route("/sign-in/anonymous", post(anonymous::sign_in_anonymous))
         .route("/delete-anonymous-user", post(anonymous::delete_anonymous_user))
+        .route("/email-otp/send-verification-otp", post(email_otp::send_verification_otp))
+        .route("/sign-in/email-otp", post(email_otp::sign_in_email_otp))
         .route("/get-session", get(session::get_session))
         .route("/sign-out", post(session::sign_out))
         .route("/list-sessions", get(session::list_sessions))

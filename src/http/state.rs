@@ -9,6 +9,7 @@ use super::cookies::CookieSettings;
 use super::origin::TrustedOrigins;
 use crate::config::Config;
 use crate::core::auth::Auth;
+use crate::core::codes::CodeService;
 use crate::core::token::TokenSigner;
 use crate::store::Store;
 
@@ -18,6 +19,7 @@ pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
     pub auth: Arc<Auth>,
+    pub codes: Arc<CodeService>,
     pub store: Store,
     pub signer: TokenSigner,
     pub cookies: CookieSettings,
@@ -33,7 +35,7 @@ pub struct Shared {
 impl AppState {
     /// # Errors
     /// A configuration value the HTTP layer cannot use (a trusted origin, a proxy header name).
-    pub fn new(config: &Config, auth: Arc<Auth>, store: Store) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, auth: Arc<Auth>, codes: Arc<CodeService>, store: Store) -> anyhow::Result<Self> {
         let secret = config.secret.as_ref().ok_or_else(|| anyhow::anyhow!("`secret` is missing"))?;
         let base_url = config.base_url();
         let origins = TrustedOrigins::new(&base_url, &config.server.trusted_origins)
@@ -46,6 +48,7 @@ impl AppState {
 
         Ok(Self(Arc::new(Shared {
             auth,
+            codes,
             store,
             signer: TokenSigner::new(secret, &config.secrets),
             cookies: CookieSettings::new(&config.session.cookie_prefix, base_url.starts_with("https://")),

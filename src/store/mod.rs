@@ -10,6 +10,7 @@ pub mod sqlite;
 use std::path::PathBuf;
 
 use crate::config::DatabaseConfig;
+use crate::core::events::OutboxEvent;
 use crate::core::time::Millis;
 use crate::core::token::TokenHash;
 
@@ -107,6 +108,63 @@ pub struct UserChanges {
     pub updated_at: Millis,
 }
 
+/// A new one-time code row.
+#[derive(Debug, Clone)]
+pub struct NewCode {
+    pub id: String,
+    pub identifier: String,
+    /// HMAC of the identifier and the code; the code itself is never stored.
+    pub value_hash: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// The code row after an issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCode {
+    pub verification_id: String,
+    /// True when the unexpired code of this identifier used up its tries: the new code replaced
+    /// the hash but stays burned until the original expiry.
+    pub burned: bool,
+}
+
+/// The outcome of reserving one try of an identifier's code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeAttempt {
+    /// No code was issued, or it was used.
+    Missing,
+    /// The code expired.
+    Expired,
+    /// The code used up its tries and stays burned until it expires.
+    Burned { verification_id: String },
+    /// One try was counted; the caller compares the candidate with `value_hash`.
+    Reserved { verification_id: String, value_hash: String, attempts: u32 },
+}
+
+/// What a successful code sign-in writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct CodeSignIn {
+    /// The verification row, deleted so the code works once.
+    pub verification_id: String,
+    /// The user to insert when no user has this email; its email is the one signing in.
+    pub new_user: UserRecord,
+    /// The new session; the store sets its `user_id` to the user found or created.
+    pub session: SessionRecord,
+    /// The guest the request carried, deleted and recorded as promoted.
+    pub guest_id: Option<String>,
+    /// The sign-in method named in the `user.promoted` event.
+    pub method: &'static str,
+}
+
+/// The result of a code sign-in.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub user: UserRecord,
+    pub session: SessionRecord,
+    /// True when this transaction deleted the guest and wrote `user.promoted`.
+    pub promoted: bool,
+}
+
 /// Which of a user's sessions a revocation names.
 #[derive(Debug, Clone)]
 pub enum SessionSelector {
@@ -129,6 +187,9 @@ pub enum StoreError {
     /// The database cannot be reached or is too busy right now; a retry may succeed.
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// A unique value (such as an email) is taken.
+    #[error("{0}")]
+    Conflict(String),
     /// Anything else, which is a bug or a broken database.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -248,10 +309,43 @@ impl Store {
         use_case!(self, store => store.update_user(user_id, changes))
     }
 
-    /// Deletes a user with its sessions; with `only_guest`, only when the user is a guest. Returns
-    /// whether a row was deleted.
-    pub async fn delete_user(&self, user_id: &str, only_guest: bool) -> Result<bool, StoreError> {
-        use_case!(self, store => store.delete_user(user_id, only_guest))
+    /// Deletes a user with its sessions and accounts; with `only_guest`, only when the user is a
+    /// guest. When a row was deleted, writes `event` to the outbox in the same transaction.
+    pub async fn delete_user(&self, user_id: &str, only_guest: bool, event: OutboxEvent) -> Result<bool, StoreError> {
+        use_case!(self, store => store.delete_user(user_id, only_guest, event))
+    }
+
+    /// Stores a new code for `code.identifier`, replacing an unexpired one's hash but keeping its
+    /// try count and expiry, so resending never resets the count.
+    pub async fn issue_code(&self, code: NewCode, max_attempts: u32) -> Result<IssuedCode, StoreError> {
+        use_case!(self, store => store.issue_code(code, max_attempts))
+    }
+
+    /// Counts one try of the identifier's code, unless it is missing, expired or burned after
+    /// `max_attempts` tries.
+    pub async fn reserve_code_attempt(&self, identifier: &str, max_attempts: u32, now: Millis) -> Result<CodeAttempt, StoreError> {
+        use_case!(self, store => store.reserve_code_attempt(identifier, max_attempts, now))
+    }
+
+    /// Consumes the code and signs the email's user in (creating it when new, stripping an
+    /// unverified one), and promotes the guest, in one transaction. `None` when the code was
+    /// consumed meanwhile.
+    pub async fn sign_in_with_code(&self, plan: CodeSignIn) -> Result<Option<SignedIn>, StoreError> {
+        use_case!(self, store => store.sign_in_with_code(plan))
+    }
+
+    /// Lists up to `limit` users, newest first.
+    pub async fn list_users(&self, limit: u32) -> Result<Vec<UserRecord>, StoreError> {
+        use_case!(self, store => store.list_users(limit))
+    }
+
+    pub async fn find_user(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
+        use_case!(self, store => store.find_user(user_id))
+    }
+
+    /// Inserts a user; `Conflict` when the email is taken.
+    pub async fn create_user(&self, user: UserRecord) -> Result<(), StoreError> {
+        use_case!(self, store => store.create_user(user))
     }
 
     /// Deletes sessions and verifications that expired before `now`.

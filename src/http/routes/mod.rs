@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource.
 
 pub mod anonymous;
+pub mod email_otp;
 pub mod meta;
 pub mod session;
 pub mod user;

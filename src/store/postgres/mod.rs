@@ -1,6 +1,8 @@
 //! The PostgreSQL store: a connection pool with an acquire timeout and a statement timeout, each
 //! multi-step write in one transaction.
 
+mod codes;
+
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use super::{
     SessionRecord, SessionSelector, SessionUserRow, StoreError, SweepCounts, UserChanges, UserRecord, SESSION_USER_COLUMNS,
 };
 use crate::config::DatabaseConfig;
+use crate::core::events::OutboxEvent;
 use crate::core::time::Millis;
 use crate::core::token::TokenHash;
 
@@ -166,14 +169,20 @@ impl PostgresStore {
         Ok(result.rows_affected() == 1)
     }
 
-    pub async fn delete_user(&self, user_id: &str, only_guest: bool) -> Result<bool, StoreError> {
-        let result = sqlx::query("DELETE FROM users WHERE id = $1 AND (is_anonymous OR NOT $2)")
-            .bind(user_id)
-            .bind(only_guest)
-            .execute(&self.pool)
-            .await
-            .map_err(map_error)?;
-        Ok(result.rows_affected() == 1)
+    pub async fn delete_user(&self, user_id: &str, only_guest: bool, event: OutboxEvent) -> Result<bool, StoreError> {
+        let mut transaction = self.begin().await?;
+        let deleted: Option<String> =
+            sqlx::query_scalar("DELETE FROM users WHERE id = $1 AND (is_anonymous OR NOT $2) RETURNING id")
+                .bind(user_id)
+                .bind(only_guest)
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(map_error)?;
+        if deleted.is_some() {
+            insert_event(&mut transaction, &event).await?;
+        }
+        transaction.commit().await.map_err(map_error)?;
+        Ok(deleted.is_some())
     }
 
     pub async fn sweep_expired(&self, now: Millis) -> Result<SweepCounts, StoreError> {
@@ -197,6 +206,19 @@ impl PostgresStore {
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.pool.begin().await.map_err(map_error)
     }
+}
+
+async fn insert_event(connection: &mut PgConnection, event: &OutboxEvent) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO outbox (id, kind, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&event.id)
+        .bind(event.kind)
+        .bind(&event.payload)
+        .bind(event.created_at.0)
+        .bind(event.created_at.0)
+        .execute(connection)
+        .await
+        .map_err(map_error)?;
+    Ok(())
 }
 
 async fn insert_user(connection: &mut PgConnection, user: &UserRecord) -> Result<(), StoreError> {
@@ -236,6 +258,11 @@ async fn insert_session(connection: &mut PgConnection, session: &SessionRecord) 
 /// Sorts PostgreSQL failures into those a retry may cure (no connection, server shutting down,
 /// too many connections, a statement timeout) and the rest.
 fn map_error(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(database) = &error {
+        if database.is_unique_violation() {
+            return StoreError::Conflict(database.message().to_string());
+        }
+    }
     let transient = match &error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
         // A connection that closes mid-handshake surfaces as a protocol error, such as an

@@ -1,6 +1,7 @@
 //! The SQLite store: WAL, `synchronous = FULL`, foreign keys, one writer connection whose
 //! transactions start with `BEGIN IMMEDIATE`, and a pool of read-only connections.
 
+mod codes;
 mod writer;
 
 use std::str::FromStr;
@@ -18,6 +19,7 @@ use super::{
     SessionRecord, SessionSelector, SessionUserRow, StoreError, SweepCounts, UserChanges, UserRecord, SESSION_USER_COLUMNS,
 };
 use crate::config::DatabaseConfig;
+use crate::core::events::OutboxEvent;
 use crate::core::time::Millis;
 use crate::core::token::TokenHash;
 
@@ -178,9 +180,25 @@ impl SqliteStore {
         Ok(self.execute(sql, arguments).await? == 1)
     }
 
-    pub async fn delete_user(&self, user_id: &str, only_guest: bool) -> Result<bool, StoreError> {
-        let sql = "DELETE FROM users WHERE id = ? AND (is_anonymous = 1 OR NOT ?)";
-        Ok(self.execute(sql, arguments![user_id.to_string(), only_guest]).await? == 1)
+    pub async fn delete_user(&self, user_id: &str, only_guest: bool, event: OutboxEvent) -> Result<bool, StoreError> {
+        let user_id = user_id.to_string();
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    let deleted: Option<String> =
+                        sqlx::query_scalar("DELETE FROM users WHERE id = ? AND (is_anonymous = 1 OR NOT ?) RETURNING id")
+                            .bind(&user_id)
+                            .bind(only_guest)
+                            .fetch_optional(&mut *connection)
+                            .await
+                            .map_err(map_error)?;
+                    if deleted.is_some() {
+                        insert_event(connection, &event).await?;
+                    }
+                    Ok(deleted.is_some())
+                })
+            })
+            .await
     }
 
     pub async fn sweep_expired(&self, now: Millis) -> Result<SweepCounts, StoreError> {
@@ -200,6 +218,19 @@ impl SqliteStore {
             })
             .await
     }
+}
+
+async fn insert_event(connection: &mut sqlx::SqliteConnection, event: &OutboxEvent) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO outbox (id, kind, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(&event.id)
+        .bind(event.kind)
+        .bind(&event.payload)
+        .bind(event.created_at.0)
+        .bind(event.created_at.0)
+        .execute(connection)
+        .await
+        .map_err(map_error)?;
+    Ok(())
 }
 
 async fn insert_user(connection: &mut sqlx::SqliteConnection, user: &UserRecord) -> Result<(), StoreError> {
@@ -238,6 +269,11 @@ async fn insert_session(connection: &mut sqlx::SqliteConnection, session: &Sessi
 
 /// Sorts SQLite failures into those a retry may cure (busy, I/O, pool exhausted) and the rest.
 fn map_error(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(database) = &error {
+        if database.is_unique_violation() {
+            return StoreError::Conflict(database.message().to_string());
+        }
+    }
     let transient = match &error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
         // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes in the low byte.

@@ -208,6 +208,7 @@ fn fail_all(replies: impl Iterator<Item = oneshot::Sender<JobOutput>>, error: &S
     for reply in replies {
         let copy = match error {
             StoreError::Unavailable(source) => StoreError::Unavailable(anyhow!("{source:#}")),
+            StoreError::Conflict(message) => StoreError::Conflict(message.clone()),
             StoreError::Other(source) => StoreError::Other(anyhow!("{source:#}")),
         };
         let _ = reply.send(Err(copy));

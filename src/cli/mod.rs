@@ -1,4 +1,6 @@
-//! The `doorman` command line: `serve`, `migrate`, `config check`.
+//! The `doorman` command line: `serve`, `migrate`, `config check`, `users`.
+
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// User commands.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +71,10 @@ pub async fn run() -> ExitCode {
         Command::Serve { dev } => serve(cli.config, dev).await,
         Command::Migrate => migrate(cli.config).await,
         Command::Config { command: ConfigCommand::Check } => check_config(cli.config),
+        Command::Users { command } => match load_config(cli.config, false) {
+            Ok(config) => users::run(&config, command).await,
+            Err(error) => Err(error),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

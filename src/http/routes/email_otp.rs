@@ -1,0 +1,70 @@
+//! `POST /email-otp/send-verification-otp` and `POST /sign-in/email-otp`.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::core::email::Email;
+use crate::core::rate_limit::ip_key;
+use crate::http::error::ApiError;
+use crate::http::extract::{Client, JsonBody, Presented};
+use crate::http::state::AppState;
+use crate::http::wire::{set_session, UserJson};
+
+#[derive(Deserialize)]
+pub struct SendBody {
+    email: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// Sends a sign-in code. The answer is `{success: true}` whether or not the email has an account.
+pub async fn send_verification_otp(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<SendBody>,
+) -> Result<Response, ApiError> {
+    state.origins.check_sign_in(&headers)?;
+    let email = Email::parse(&body.email).map_err(ApiError::InvalidEmail)?;
+    if body.kind != "sign-in" {
+        return Err(ApiError::UnsupportedOtpType);
+    }
+
+    state.codes.send_code(&email).await?;
+    Ok(Json(serde_json::json!({ "success": true })).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct SignInBody {
+    email: String,
+    otp: String,
+}
+
+#[derive(Serialize)]
+struct SignInResponse<'a> {
+    token: &'a str,
+    user: UserJson<'a>,
+}
+
+/// Signs in with a code; a guest session on the request is promoted to the signed-in account.
+pub async fn sign_in_email_otp(
+    State(state): State<AppState>,
+    Presented(presented): Presented,
+    Client(client): Client,
+    JsonBody(body): JsonBody<SignInBody>,
+) -> Result<Response, ApiError> {
+    let email = Email::parse(&body.email).map_err(ApiError::InvalidEmail)?;
+    let client_key = match client.ip_address.parse() {
+        Ok(address) => ip_key(address),
+        Err(_) => client.ip_address.clone(),
+    };
+
+    let issued = state.codes.sign_in(&email, &body.otp, presented.as_ref(), &client, &client_key).await?;
+
+    let body = SignInResponse { token: issued.token.expose(), user: UserJson::from(&issued.user) };
+    let mut response = Json(body).into_response();
+    set_session(&state, response.headers_mut(), &issued.token, &issued.session);
+    Ok(response)
+}
