@@ -16,6 +16,8 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 use tokio::sync::oneshot;
 
+use crate::smtp::SmtpSink;
+
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 pub const TRUSTED_ORIGIN: &str = "https://app.example.com";
 
@@ -124,6 +126,8 @@ pub struct TestApp {
     handle: Option<Handle>,
     stop: Option<oneshot::Sender<()>>,
     pub database: TestDatabase,
+    /// The SMTP server the app mails its codes to.
+    pub mail: SmtpSink,
 }
 
 impl TestApp {
@@ -138,6 +142,7 @@ impl TestApp {
 
     /// Starts a server on `database`, whose configuration `adjust` may change first.
     pub async fn spawn_on(database: TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mail = SmtpSink::start().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding port 0");
         let address = listener.local_addr().unwrap();
         let origin = format!("http://{address}");
@@ -148,6 +153,9 @@ impl TestApp {
         config.server.base_url = Some(origin.clone());
         config.server.trusted_origins = vec![TRUSTED_ORIGIN.to_string()];
         config.anonymous.enabled = true;
+        config.mail.transport = doorman::config::MailTransport::Smtp;
+        config.mail.smtp_url = Some(mail.url());
+        config.mail.from = Some("Doorman <auth@example.com>".into());
         adjust(&mut config);
 
         let clock = Clock::manual(Millis(1_796_400_000_000));
@@ -171,6 +179,7 @@ impl TestApp {
             handle: Some(handle),
             stop: Some(stop),
             database,
+            mail,
         }
     }
 
@@ -218,6 +227,37 @@ impl TestApp {
     pub async fn guest(&self) -> Signed {
         let response = self.sign_in_anonymous(&Creds::None).await;
         assert_eq!(response.status(), 200, "anonymous sign-in failed");
+        let signed = header(&response, "set-auth-token").expect("set-auth-token header");
+        let body: Value = response.json().await.unwrap();
+        Signed {
+            token: body["token"].as_str().unwrap().to_string(),
+            signed,
+            user_id: body["user"]["id"].as_str().unwrap().to_string(),
+        }
+    }
+
+    pub async fn send_code(&self, email: &str) -> Response {
+        self.post_json("/email-otp/send-verification-otp", &Creds::None, serde_json::json!({ "email": email, "type": "sign-in" }))
+            .await
+    }
+
+    /// Sends a code to `email` and returns it as the SMTP sink received it.
+    pub async fn code_for(&self, email: &str) -> String {
+        let seen = self.mail.messages_to(email).len();
+        let response = self.send_code(email).await;
+        assert_eq!(response.status(), 200, "sending a code failed");
+        self.mail.code_after(email, seen).await
+    }
+
+    pub async fn sign_in_code(&self, creds: &Creds, email: &str, otp: &str) -> Response {
+        self.post_json("/sign-in/email-otp", creds, serde_json::json!({ "email": email, "otp": otp })).await
+    }
+
+    /// Signs `email` in with a fresh code, carrying `creds`, and returns the new session.
+    pub async fn sign_in_with_code(&self, creds: &Creds, email: &str) -> Signed {
+        let code = self.code_for(email).await;
+        let response = self.sign_in_code(creds, email, &code).await;
+        assert_eq!(response.status(), 200, "code sign-in failed");
         let signed = header(&response, "set-auth-token").expect("set-auth-token header");
         let body: Value = response.json().await.unwrap();
         Signed {

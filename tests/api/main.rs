@@ -3,6 +3,7 @@
 
 mod anonymous;
 mod bad_input;
+mod email_otp;
 mod harness;
 mod origin;
 mod postgres;
@@ -10,3 +11,4 @@ mod process;
 mod profile;
 mod proxy;
 mod sessions;
+mod smtp;

@@ -17,6 +17,8 @@ const BINARY: &str = env!("CARGO_BIN_EXE_doorman");
 pub struct Process {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Standard output, where the console mailer prints messages.
+    output: Arc<Mutex<Vec<String>>>,
     address: String,
 }
 
@@ -26,11 +28,20 @@ impl Process {
     pub fn serve(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut command = Command::new(BINARY);
         command.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-        command.args(["--log-format", "json"]).args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+        command.args(["--log-format", "json"]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         for (name, value) in env {
             command.env(name, value);
         }
         let mut child = command.spawn().expect("starting doorman");
+
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let printed = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                printed.lock().unwrap().push(line);
+            }
+        });
 
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (found, address) = mpsc::channel();
@@ -51,7 +62,19 @@ impl Process {
             let _ = child.kill();
             panic!("doorman did not start: {:?}", lines.lock().unwrap());
         });
-        Self { child, lines, address }
+        Self { child, lines, output, address }
+    }
+
+    /// Waits up to five seconds for the console mailer to print a code, and returns it.
+    pub fn printed_code(&self) -> String {
+        for _ in 0..100 {
+            let printed = self.output.lock().unwrap().join("\n");
+            if printed.contains("Your sign-in code is ") {
+                return crate::smtp::extract_code(&printed);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the console mailer printed no code");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -339,4 +362,80 @@ fn post_empty_json(url: &str) -> u16 {
         .send()
         .map(|response| response.status().as_u16())
         .unwrap_or(0)
+}
+
+#[test]
+fn users_commands_create_show_list_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("DOORMAN_SECRET", SECRET)];
+
+    let (created, stdout, stderr) = run(dir.path(), &env, &["users", "create", "--email", "Ada@Example.com"]);
+    assert!(created, "{stderr}");
+    assert!(stdout.contains("email:          ada@example.com"), "{stdout}");
+    assert!(stdout.contains("email_verified: false"), "{stdout}");
+    let id = stdout.lines().find_map(|line| line.strip_prefix("id:")).unwrap().trim().to_string();
+
+    let (duplicate, _, stderr) = run(dir.path(), &env, &["users", "create", "--email", "ada@example.com"]);
+    assert!(!duplicate);
+    assert!(stderr.contains("already exists"), "{stderr}");
+
+    let (shown, stdout, _) = run(dir.path(), &env, &["users", "show", &id]);
+    assert!(shown);
+    assert!(stdout.contains(&id));
+
+    let (listed, stdout, _) = run(dir.path(), &env, &["users", "list"]);
+    assert!(listed);
+    assert!(stdout.lines().any(|line| line.starts_with(&id) && line.contains("false")), "{stdout}");
+
+    let (deleted, stdout, _) = run(dir.path(), &env, &["users", "delete", &id]);
+    assert!(deleted);
+    assert!(stdout.contains("deleted"));
+
+    let (missing, _, stderr) = run(dir.path(), &env, &["users", "show", &id]);
+    assert!(!missing);
+    assert!(stderr.contains(&format!("user {id} does not exist")), "{stderr}");
+}
+
+#[test]
+fn console_mail_prints_codes_that_logs_never_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("DOORMAN_SECRET", SECRET),
+        ("DOORMAN_MAIL__TRANSPORT", "console"),
+        ("DOORMAN_SERVER__LISTEN", "127.0.0.1:0"),
+        ("RUST_LOG", "debug,doorman=trace"),
+    ];
+    let process = Process::serve(dir.path(), &env, &["serve"]);
+    let client = reqwest::blocking::Client::new();
+    let email = "grace.hopper@example.com";
+
+    let sent = client
+        .post(process.url("/api/auth/email-otp/send-verification-otp"))
+        .json(&serde_json::json!({ "email": email, "type": "sign-in" }))
+        .send()
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let code = process.printed_code();
+    let wrong = client
+        .post(process.url("/api/auth/sign-in/email-otp"))
+        .json(&serde_json::json!({ "email": email, "otp": "00000000" }))
+        .send()
+        .unwrap();
+    assert_eq!(wrong.status(), 400);
+    let signed_in = client
+        .post(process.url("/api/auth/sign-in/email-otp"))
+        .json(&serde_json::json!({ "email": email, "otp": code }))
+        .send()
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let token = signed_in.json::<Value>().unwrap()["token"].as_str().unwrap().to_string();
+    let (lines, status) = process.terminate();
+
+    assert!(status.success());
+    assert!(lines.iter().any(|line| line.contains("signed in with a code")), "debug lines were logged");
+    for line in &lines {
+        for secret in [code.as_str(), email, "grace.hopper", token.as_str()] {
+            assert!(!line.contains(secret), "a log line leaks a secret: {line}");
+        }
+    }
 }
