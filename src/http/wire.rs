@@ -6,7 +6,7 @@ use axum::Json;
 use serde::Serialize;
 
 use super::state::AppState;
-use crate::core::auth::Current;
+use crate::core::auth::{Current, Issued};
 use crate::core::token::SessionToken;
 use crate::store::{SessionRecord, UserRecord};
 
@@ -81,6 +81,21 @@ pub fn set_session(state: &AppState, headers: &mut HeaderMap, token: &SessionTok
         headers.insert(SET_AUTH_TOKEN, value);
         headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("set-auth-token"));
     }
+}
+
+#[derive(Serialize)]
+struct SignInBody<'a> {
+    token: &'a str,
+    user: UserJson<'a>,
+}
+
+/// Builds the answer of every sign-in: `{token, user}` with the session cookie and, in bearer
+/// mode, `set-auth-token`.
+pub fn signed_in(state: &AppState, issued: &Issued) -> Response {
+    let body = SignInBody { token: issued.token.expose(), user: UserJson::from(&issued.user) };
+    let mut response = Json(body).into_response();
+    set_session(state, response.headers_mut(), &issued.token, &issued.session);
+    response
 }
 
 /// Adds the `Set-Cookie` headers that clear every session cookie.

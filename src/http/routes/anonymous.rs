@@ -10,13 +10,7 @@ use serde_json::Value;
 use crate::http::error::ApiError;
 use crate::http::extract::{Authenticated, Client, JsonBody, Presented};
 use crate::http::state::AppState;
-use crate::http::wire::{clear_session, set_session, UserJson};
-
-#[derive(Serialize)]
-struct SignInResponse<'a> {
-    token: &'a str,
-    user: UserJson<'a>,
-}
+use crate::http::wire::{clear_session, signed_in};
 
 /// Creates a guest and its session. Checks run in this order: origin (the router-wide rule, then
 /// the sign-in Fetch Metadata rule), guests enabled, the fixation guard, then the write.
@@ -30,11 +24,7 @@ pub async fn sign_in_anonymous(
     state.origins.check_sign_in(&headers)?;
 
     let issued = state.auth.sign_in_anonymous(presented.as_ref(), &client).await?;
-
-    let body = SignInResponse { token: issued.token.expose(), user: UserJson::from(&issued.user) };
-    let mut response = Json(body).into_response();
-    set_session(&state, response.headers_mut(), &issued.token, &issued.session);
-    Ok(response)
+    Ok(signed_in(&state, &issued))
 }
 
 #[derive(Serialize)]

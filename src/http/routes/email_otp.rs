@@ -4,14 +4,14 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::core::email::Email;
 use crate::core::rate_limit::ip_key;
 use crate::http::error::ApiError;
 use crate::http::extract::{Client, JsonBody, Presented};
 use crate::http::state::AppState;
-use crate::http::wire::{set_session, UserJson};
+use crate::http::wire::signed_in;
 
 #[derive(Deserialize)]
 pub struct SendBody {
@@ -20,7 +20,7 @@ pub struct SendBody {
     kind: String,
 }
 
-/// Sends a sign-in code. The answer is `{success: true}` whether or not the email has an account.
+/// Sends a sign-in code. The response is `{success: true}` whether or not the email has an account.
 pub async fn send_verification_otp(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -42,12 +42,6 @@ pub struct SignInBody {
     otp: String,
 }
 
-#[derive(Serialize)]
-struct SignInResponse<'a> {
-    token: &'a str,
-    user: UserJson<'a>,
-}
-
 /// Signs in with a code; a guest session on the request is promoted to the signed-in account.
 pub async fn sign_in_email_otp(
     State(state): State<AppState>,
@@ -62,9 +56,5 @@ pub async fn sign_in_email_otp(
     };
 
     let issued = state.codes.sign_in(&email, &body.otp, presented.as_ref(), &client, &client_key).await?;
-
-    let body = SignInResponse { token: issued.token.expose(), user: UserJson::from(&issued.user) };
-    let mut response = Json(body).into_response();
-    set_session(&state, response.headers_mut(), &issued.token, &issued.session);
-    Ok(response)
+    Ok(signed_in(&state, &issued))
 }
