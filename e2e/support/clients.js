@@ -2,7 +2,7 @@
 // does, or a bearer token from the `set-auth-token` response header.
 
 import { createAuthClient } from "better-auth/client";
-import { anonymousClient } from "better-auth/client/plugins";
+import { anonymousClient, emailOTPClient } from "better-auth/client/plugins";
 
 import { TRUSTED_ORIGIN } from "./doorman.js";
 
@@ -104,7 +104,7 @@ export function createCookieClient(baseURL) {
 
   const client = createAuthClient({
     baseURL,
-    plugins: [anonymousClient()],
+    plugins: [anonymousClient(), emailOTPClient()],
     fetchOptions: { customFetchImpl: cookieFetch },
   });
 
@@ -143,7 +143,7 @@ export function createBearerClient(baseURL) {
 
   const client = createAuthClient({
     baseURL,
-    plugins: [anonymousClient()],
+    plugins: [anonymousClient(), emailOTPClient()],
     fetchOptions: {
       customFetchImpl: bearerFetch,
       auth: { type: "Bearer", token: () => storedToken ?? undefined },

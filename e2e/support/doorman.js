@@ -1,6 +1,6 @@
 // Starts a Doorman server process for a test file and stops it again.
 
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import { access, mkdtemp, rm } from "node:fs/promises";
@@ -8,6 +8,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+
+import { startMailSink } from "./mail-sink.js";
 
 const E2E_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const DEFAULT_BINARY = path.resolve(E2E_DIR, "../target/debug/doorman");
@@ -18,10 +20,14 @@ export const TRUSTED_ORIGIN = "http://localhost:5173";
 /** Base path of the Better Auth routes. */
 export const BASE_PATH = "/api/auth";
 
+/** The sender that every test server puts on its mail. */
+export const MAIL_FROM = "Doorman <auth@example.com>";
+
 const STARTUP_TIMEOUT_MS = 30_000;
 const HEALTH_POLL_INTERVAL_MS = 100;
 const STOP_TIMEOUT_MS = 15_000;
 const LOG_TAIL_LINES = 40;
+const CLI_TIMEOUT_MS = 30_000;
 
 // Servers still running, so a test process that exits early does not leave them behind.
 const running = new Set();
@@ -45,8 +51,8 @@ async function resolveBinary() {
 }
 
 // Copies the environment without any DOORMAN_* variable, so the caller's shell cannot change the
-// configuration under test.
-function serverEnvironment(dataDir) {
+// configuration under test. Mail goes to the sink at `smtpURL`, and `overrides` comes last.
+function serverEnvironment(dataDir, smtpURL, overrides) {
   const env = {};
   for (const [name, value] of Object.entries(process.env)) {
     if (!name.startsWith("DOORMAN_")) {
@@ -60,6 +66,10 @@ function serverEnvironment(dataDir) {
     DOORMAN_DATABASE__URL: `sqlite://${path.join(dataDir, "doorman.db")}`,
     DOORMAN_SERVER__LISTEN: "127.0.0.1:0",
     DOORMAN_SERVER__TRUSTED_ORIGINS: TRUSTED_ORIGIN,
+    DOORMAN_MAIL__TRANSPORT: "smtp",
+    DOORMAN_MAIL__SMTP_URL: smtpURL,
+    DOORMAN_MAIL__FROM: MAIL_FROM,
+    ...overrides,
   };
 }
 
@@ -153,22 +163,53 @@ function waitForExit(child, timeoutMs) {
   });
 }
 
+// Runs the binary with `args` to completion and returns its exit code, stdout and stderr. A
+// non-zero exit is a result, not an error.
+function runBinary(binary, args, options) {
+  return new Promise((resolve, reject) => {
+    execFile(binary, args, { ...options, timeout: CLI_TIMEOUT_MS }, (error, stdout, stderr) => {
+      if (error && typeof error.code !== "number") {
+        reject(new Error(`Running doorman ${args.join(" ")} failed: ${error.message}\n${stderr}`));
+        return;
+      }
+      resolve({ code: error ? error.code : 0, stdout, stderr });
+    });
+  });
+}
+
 /**
- * Starts `doorman serve` on a free loopback port with a fresh SQLite database in a new temporary
- * directory, and waits until it logs "listening" and GET /health returns 200.
+ * Starts an SMTP sink and `doorman serve` on free loopback ports, with a fresh SQLite database in
+ * a new temporary directory, and waits until the server logs "listening" and GET /health
+ * returns 200.
  *
- * Returns `origin` (such as http://127.0.0.1:41235), `baseURL` (origin plus /api/auth) and
- * `stop()`. `stop()` sends SIGTERM, waits for the process to exit, removes the temporary
- * directory, and throws when the exit was not a clean exit with code 0.
+ * `options.env` adds or replaces DOORMAN_* variables of the server and of `cli`, for example
+ * `{ DOORMAN_EMAIL_OTP__EXPIRES_IN: "1s" }`.
+ *
+ * Returns:
+ * - `origin` (such as http://127.0.0.1:41235) and `baseURL` (origin plus /api/auth);
+ * - `mail`, the sink that receives the server's mail (see mail-sink.js);
+ * - `cli(...args)`, which runs `doorman ARGS` with the server's configuration, so it opens the
+ *   same database, and resolves to `{code, stdout, stderr}`;
+ * - `showUser(id)`, the same for `doorman users show ID`;
+ * - `stop()`, which sends SIGTERM, waits for the process to exit, stops the sink, removes the
+ *   temporary directory, and throws when the exit was not a clean exit with code 0.
  */
-export async function startDoorman() {
+export async function startDoorman(options = {}) {
   const binary = await resolveBinary();
   const dataDir = await mkdtemp(path.join(tmpdir(), "doorman-e2e-"));
+  let mail;
+  try {
+    mail = await startMailSink();
+  } catch (error) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
+  const env = serverEnvironment(dataDir, mail.url, options.env ?? {});
 
   // The working directory is the empty temporary directory, so no doorman.toml is picked up.
   const child = spawn(binary, ["--log-format", "json", "serve"], {
     cwd: dataDir,
-    env: serverEnvironment(dataDir),
+    env,
     stdio: ["ignore", "ignore", "pipe"],
   });
   running.add(child);
@@ -194,6 +235,7 @@ export async function startDoorman() {
         await waitForExit(child, STOP_TIMEOUT_MS);
       }
     }
+    await mail.stop();
     await rm(dataDir, { recursive: true, force: true });
 
     if (!exitedInTime) {
@@ -210,7 +252,9 @@ export async function startDoorman() {
     const address = await waitForListening(child, lines, logTail);
     const origin = `http://${address}`;
     await waitForHealth(origin, child, logTail);
-    return { origin, baseURL: `${origin}${BASE_PATH}`, stop };
+    const cli = (...args) => runBinary(binary, args, { cwd: dataDir, env });
+    const showUser = (id) => cli("users", "show", id);
+    return { origin, baseURL: `${origin}${BASE_PATH}`, mail, cli, showUser, stop };
   } catch (error) {
     await stop().catch(() => {});
     throw error;

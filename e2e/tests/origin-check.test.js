@@ -1,6 +1,7 @@
 // The CSRF rule: a state-changing request that carries a cookie must name a trusted origin.
 
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import { request as httpRequest } from "node:http";
 import { after, before, test } from "node:test";
 
@@ -138,4 +139,73 @@ test("non-browser sign-in without Origin succeeds", async () => {
   assert.equal(response.status, 200, `sign-in returned ${response.status}: ${response.text}`);
   assert.equal(response.body.user.isAnonymous, true);
   assert.ok(response.headers["set-auth-token"], "sign-in response has no set-auth-token header");
+});
+
+// Asks for a sign-in code with the cookie-mode client and returns the code from the mail sink.
+async function requestCode(holder, email) {
+  const { error } = await holder.client.emailOtp.sendVerificationOtp({ email, type: "sign-in" });
+  assert.equal(error, null, `emailOtp.sendVerificationOtp failed: ${JSON.stringify(error)}`);
+  return doorman.mail.waitForCode(email);
+}
+
+test("cookie code sign-in without Origin is rejected", async () => {
+  const { holder, cookie } = await cookieGuest();
+  const guest = await holder.client.getSession();
+  const email = `origin-${randomUUID()}@example.com`;
+  const code = await requestCode(holder, email);
+
+  const response = await postExact(`${doorman.baseURL}/sign-in/email-otp`, { cookie }, JSON.stringify({ email, otp: code }));
+
+  assert.equal(response.status, 403, `sign-in returned ${response.status}: ${response.text}`);
+  assert.equal(response.body.code, "MISSING_OR_NULL_ORIGIN");
+  assert.equal(response.headers["set-cookie"], undefined);
+  const guestLookup = await doorman.showUser(guest.data.user.id);
+  assert.equal(guestLookup.code, 0, `the rejected sign-in deleted the guest:\n${guestLookup.stderr}`);
+
+  // The rejection came before the code was checked, so the code still signs in from the app.
+  const { data, error } = await holder.client.signIn.emailOtp({ email, otp: code });
+  assert.equal(error, null, `signIn.emailOtp failed: ${JSON.stringify(error)}`);
+  assert.equal(data.user.email, email);
+});
+
+test("browser code request without Origin is rejected", async () => {
+  const email = `origin-${randomUUID()}@example.com`;
+
+  const response = await postExact(
+    `${doorman.baseURL}/email-otp/send-verification-otp`,
+    { "sec-fetch-mode": "cors", "sec-fetch-site": "cross-site" },
+    JSON.stringify({ email, type: "sign-in" }),
+  );
+
+  assert.equal(response.status, 403, `send-verification-otp returned ${response.status}: ${response.text}`);
+  assert.equal(response.body.code, "MISSING_OR_NULL_ORIGIN");
+  assert.equal(doorman.mail.messagesTo(email).length, 0, "a code was sent for a rejected request");
+});
+
+test("cross-site navigation code request is rejected", async () => {
+  const email = `origin-${randomUUID()}@example.com`;
+
+  const response = await postExact(
+    `${doorman.baseURL}/email-otp/send-verification-otp`,
+    { "sec-fetch-mode": "navigate", "sec-fetch-site": "cross-site", origin: TRUSTED_ORIGIN },
+    JSON.stringify({ email, type: "sign-in" }),
+  );
+
+  assert.equal(response.status, 403, `send-verification-otp returned ${response.status}: ${response.text}`);
+  assert.equal(response.body.code, "CROSS_SITE_NAVIGATION_LOGIN_BLOCKED");
+  assert.equal(doorman.mail.messagesTo(email).length, 0, "a code was sent for a rejected request");
+});
+
+test("non-browser code request without Origin succeeds", async () => {
+  const email = `origin-${randomUUID()}@example.com`;
+
+  const response = await postExact(
+    `${doorman.baseURL}/email-otp/send-verification-otp`,
+    {},
+    JSON.stringify({ email, type: "sign-in" }),
+  );
+
+  assert.equal(response.status, 200, `send-verification-otp returned ${response.status}: ${response.text}`);
+  assert.equal(response.body.success, true);
+  assert.match(await doorman.mail.waitForCode(email), /^\d+$/);
 });

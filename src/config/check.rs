@@ -53,6 +53,7 @@ pub(super) fn check(config: &Config) -> anyhow::Result<()> {
         ("server.header_read_timeout", config.server.header_read_timeout),
         ("session.expires_in", config.session.expires_in),
         ("session.max_age", config.session.max_age),
+        ("email_otp.expires_in", config.email_otp.expires_in),
     ] {
         if value.get().is_zero() {
             problems.push(format!("`{key}` must be longer than zero"));

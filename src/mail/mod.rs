@@ -51,12 +51,21 @@ pub fn from_config(config: &MailConfig, default_from: &str) -> anyhow::Result<Bo
     }
 }
 
+/// "1 minute" or "N minutes".
+fn validity(minutes: u64) -> String {
+    if minutes == 1 {
+        "1 minute".to_string()
+    } else {
+        format!("{minutes} minutes")
+    }
+}
+
 /// The plain-text body of a code message.
 pub fn text_body(message: &CodeMessage<'_>) -> String {
     format!(
-        "Your sign-in code is {}\n\nIt is valid for {} minutes. If you did not ask for it, ignore this message.\n",
+        "Your sign-in code is {}\n\nIt is valid for {}. If you did not ask for it, ignore this message.\n",
         message.code.expose(),
-        message.valid_minutes
+        validity(message.valid_minutes)
     )
 }
 
@@ -65,9 +74,9 @@ pub fn html_body(message: &CodeMessage<'_>) -> String {
     format!(
         "<!doctype html><html><body><p>Your sign-in code is</p>\
          <p style=\"font-size:28px;font-weight:bold;letter-spacing:4px;font-family:monospace\">{}</p>\
-         <p>It is valid for {} minutes. If you did not ask for it, ignore this message.</p></body></html>",
+         <p>It is valid for {}. If you did not ask for it, ignore this message.</p></body></html>",
         message.code.expose(),
-        message.valid_minutes
+        validity(message.valid_minutes)
     )
 }
 

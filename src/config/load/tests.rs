@@ -124,6 +124,7 @@ fn invalid_values_are_listed_together() {
         ("DOORMAN_SECRET", SECRET),
         ("DOORMAN_SERVER__BASE_PATH", "api/auth/"),
         ("DOORMAN_EMAIL_OTP__LENGTH", "4"),
+        ("DOORMAN_EMAIL_OTP__EXPIRES_IN", "0s"),
         ("DOORMAN_SERVER__TRUSTED_ORIGINS", "example.com"),
     ])
     .unwrap_err();
@@ -131,6 +132,7 @@ fn invalid_values_are_listed_together() {
     let message = format!("{error:#}");
     assert!(message.contains("server.base_path"), "{message}");
     assert!(message.contains("email_otp.length"), "{message}");
+    assert!(message.contains("email_otp.expires_in"), "{message}");
     assert!(message.contains("server.trusted_origins"), "{message}");
 }
 
