@@ -47,8 +47,9 @@ impl Doorman {
 
         let policy = SessionPolicy::from_config(&config.session);
         let auth = Arc::new(Auth::new(store.clone(), clock.clone(), policy, config.anonymous.enabled));
-        let codes = Arc::new(code_service(&config, auth.clone(), clock)?);
-        let state = AppState::new(&config, auth.clone(), codes, store.clone())?;
+        let limiter = limiter(&config, clock)?;
+        let codes = Arc::new(code_service(&config, auth.clone(), limiter.clone())?);
+        let state = AppState::new(&config, auth.clone(), codes, limiter, store.clone())?;
         let router = http::router(state, &config.server.base_path);
 
         let (stop, stopped) = watch::channel(false);
@@ -61,17 +62,21 @@ impl Doorman {
 /// Keys the in-memory limiter tracks at most, bounding its memory under a flood of addresses.
 const LIMITER_CAPACITY: usize = 100_000;
 
-fn code_service(config: &Config, auth: Arc<Auth>, clock: Clock) -> anyhow::Result<CodeService> {
+/// The in-memory limiter shared by the route limits and the code limits; `None` when
+/// `rate_limit.enabled = false`.
+fn limiter(config: &Config, clock: Clock) -> anyhow::Result<Option<Arc<MemoryLimiter>>> {
+    if !config.rate_limit.enabled {
+        return Ok(None);
+    }
+    let limits = Limits::from_config(&config.rate_limit).map_err(anyhow::Error::msg)?;
+    Ok(Some(Arc::new(MemoryLimiter::new(limits, clock, LIMITER_CAPACITY))))
+}
+
+fn code_service(config: &Config, auth: Arc<Auth>, limiter: Option<Arc<MemoryLimiter>>) -> anyhow::Result<CodeService> {
     let secret = config.secret.as_ref().context("`secret` is missing")?;
     let host = url::Url::parse(&config.base_url()).ok().and_then(|url| url.host_str().map(str::to_string));
     let default_from = format!("no-reply@{}", host.unwrap_or_else(|| "localhost".into()));
     let mailer = mail::from_config(&config.mail, &default_from)?;
-    let limiter = if config.rate_limit.enabled {
-        let limits = Limits::from_config(&config.rate_limit).map_err(anyhow::Error::msg)?;
-        Some(Arc::new(MemoryLimiter::new(limits, clock, LIMITER_CAPACITY)))
-    } else {
-        None
-    };
     let policy = CodePolicy {
         length: config.email_otp.length,
         expires_in: config.email_otp.expires_in.get(),

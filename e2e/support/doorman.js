@@ -69,6 +69,15 @@ function serverEnvironment(dataDir, smtpURL, overrides) {
     DOORMAN_MAIL__TRANSPORT: "smtp",
     DOORMAN_MAIL__SMTP_URL: smtpURL,
     DOORMAN_MAIL__FROM: MAIL_FROM,
+    // Every request of the suite comes from 127.0.0.1, so the per-address budgets of sign-in,
+    // guest creation and session reads are raised; the code limits keep their defaults, because
+    // tests check them.
+    DOORMAN_RATE_LIMIT__RULES__SIGN_IN__MAX: "10000",
+    DOORMAN_RATE_LIMIT__RULES__SIGN_IN__WINDOW: "60s",
+    DOORMAN_RATE_LIMIT__RULES__GUEST_CREATE__MAX: "10000",
+    DOORMAN_RATE_LIMIT__RULES__GUEST_CREATE__WINDOW: "1h",
+    DOORMAN_RATE_LIMIT__RULES__SESSION_READ__MAX: "10000",
+    DOORMAN_RATE_LIMIT__RULES__SESSION_READ__WINDOW: "60s",
     ...overrides,
   };
 }

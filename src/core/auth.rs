@@ -56,6 +56,10 @@ impl Auth {
         Self { store, clock, policy, guests_enabled }
     }
 
+    pub fn guests_enabled(&self) -> bool {
+        self.guests_enabled
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -1,10 +1,11 @@
 //! Extractors: the presented session token, the authenticated caller, the client, JSON bodies.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::{self, HeaderMap};
 use axum::http::request::Parts;
+use axum::http::Extensions;
 use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
 
@@ -89,6 +90,12 @@ pub fn record_caller(current: &Current) {
     span.record("session_id", current.session.id.as_str());
 }
 
+/// The client's address: the socket peer, or what a trusted proxy reports. `None` only for a
+/// request that did not come through the server's accept loop.
+pub fn client_address(state: &AppState, extensions: &Extensions, headers: &HeaderMap) -> Option<IpAddr> {
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| state.client_ip.resolve(*peer, headers))
+}
+
 /// The client's address and user agent, as stored with new sessions.
 pub struct Client(pub ClientInfo);
 
@@ -96,10 +103,8 @@ impl FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let ip_address = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| state.client_ip.resolve(*peer, &parts.headers).to_string())
+        let ip_address = client_address(state, &parts.extensions, &parts.headers)
+            .map(|address| address.to_string())
             .unwrap_or_default();
         let mut user_agent = parts
             .headers

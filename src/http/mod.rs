@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod origin;
+pub mod rate_limit;
 pub mod routes;
 pub mod state;
 pub mod wire;
@@ -44,6 +45,7 @@ pub fn router(state: AppState, base_path: &str) -> Router {
         .fallback(meta::not_found)
         .method_not_allowed_fallback(meta::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::time_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::limit_requests))
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::cors))
         .layer(axum::middleware::from_fn(middleware::request_span))
         .with_state(state)

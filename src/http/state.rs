@@ -10,6 +10,7 @@ use super::origin::TrustedOrigins;
 use crate::config::Config;
 use crate::core::auth::Auth;
 use crate::core::codes::CodeService;
+use crate::core::rate_limit::MemoryLimiter;
 use crate::core::token::TokenSigner;
 use crate::store::Store;
 
@@ -30,12 +31,21 @@ pub struct Shared {
     /// `session.bearer_require_signature`: refuse raw bearer tokens.
     pub bearer_require_signature: bool,
     pub request_timeout: Duration,
+    /// The route limits; `None` when `rate_limit.enabled = false`.
+    pub limiter: Option<Arc<MemoryLimiter>>,
+    pub base_path: String,
 }
 
 impl AppState {
     /// # Errors
     /// A configuration value the HTTP layer cannot use (a trusted origin, a proxy header name).
-    pub fn new(config: &Config, auth: Arc<Auth>, codes: Arc<CodeService>, store: Store) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &Config,
+        auth: Arc<Auth>,
+        codes: Arc<CodeService>,
+        limiter: Option<Arc<MemoryLimiter>>,
+        store: Store,
+    ) -> anyhow::Result<Self> {
         let secret = config.secret.as_ref().ok_or_else(|| anyhow::anyhow!("`secret` is missing"))?;
         let base_url = config.base_url();
         let origins = TrustedOrigins::new(&base_url, &config.server.trusted_origins)
@@ -57,6 +67,8 @@ impl AppState {
             bearer: config.session.bearer,
             bearer_require_signature: config.session.bearer_require_signature,
             request_timeout: config.server.request_timeout.get(),
+            limiter,
+            base_path: config.server.base_path.clone(),
         })))
     }
 }

@@ -216,3 +216,79 @@ async fn https_base_url_gives_secure_prefixed_cookie() {
     assert!(cookie.starts_with("__Secure-doorman.session_token="), "{cookie}");
     assert!(cookie.ends_with("; Path=/; HttpOnly; Secure; SameSite=Lax"), "{cookie}");
 }
+
+#[tokio::test]
+async fn sign_in_is_limited_per_address() {
+    let app = TestApp::spawn().await;
+    for _ in 0..10 {
+        assert_eq!(app.sign_in_anonymous(&Creds::None).await.status(), 200);
+    }
+
+    let limited = app.sign_in_anonymous(&Creds::None).await;
+
+    assert_eq!(limited.status(), 429);
+    assert_eq!(header(&limited, "retry-after").as_deref(), Some("60"));
+    assert_eq!(header(&limited, "ratelimit-limit").as_deref(), Some("10"));
+    assert_eq!(header(&limited, "ratelimit-remaining").as_deref(), Some("0"));
+    assert_eq!(header(&limited, "ratelimit-reset").as_deref(), Some("60"));
+    assert_eq!(error_code(limited).await, "RATE_LIMITED");
+    assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 10, "a limited request writes nothing");
+
+    app.clock.advance(std::time::Duration::from_secs(60));
+    assert_eq!(app.sign_in_anonymous(&Creds::None).await.status(), 200, "the window closes");
+}
+
+#[tokio::test]
+async fn guest_creation_is_limited_per_hour() {
+    let app = TestApp::spawn_with(|config| {
+        let rule = doorman::config::RateRule { max: 1000, window: "60s".parse().unwrap() };
+        config.rate_limit.rules.insert("sign_in".into(), rule);
+    })
+    .await;
+    for _ in 0..30 {
+        assert_eq!(app.sign_in_anonymous(&Creds::None).await.status(), 200);
+    }
+
+    let limited = app.sign_in_anonymous(&Creds::None).await;
+
+    assert_eq!(limited.status(), 429);
+    assert_eq!(header(&limited, "ratelimit-limit").as_deref(), Some("30"));
+    assert_eq!(header(&limited, "retry-after").as_deref(), Some("3600"));
+}
+
+#[tokio::test]
+async fn session_reads_are_limited_but_preflights_are_not() {
+    let app = TestApp::spawn_with(|config| {
+        let rule = doorman::config::RateRule { max: 3, window: "60s".parse().unwrap() };
+        config.rate_limit.rules.insert("session_read".into(), rule);
+    })
+    .await;
+    for _ in 0..10 {
+        let preflight = app
+            .client
+            .request(reqwest::Method::OPTIONS, app.url("/get-session"))
+            .header("origin", crate::harness::TRUSTED_ORIGIN)
+            .header("access-control-request-method", "GET")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(preflight.status(), 204);
+    }
+    for _ in 0..3 {
+        assert_eq!(app.get_session(&Creds::None).await.status(), 200);
+    }
+
+    let limited = app.get_session(&Creds::None).await;
+
+    assert_eq!(limited.status(), 429);
+    assert_eq!(error_code(limited).await, "RATE_LIMITED");
+}
+
+#[tokio::test]
+async fn limits_can_be_switched_off() {
+    let app = TestApp::spawn_with(|config| config.rate_limit.enabled = false).await;
+
+    for _ in 0..15 {
+        assert_eq!(app.sign_in_anonymous(&Creds::None).await.status(), 200);
+    }
+}

@@ -7,13 +7,16 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::core::rate_limit::ip_key;
 use crate::http::error::ApiError;
+use crate::http::rate_limit;
 use crate::http::extract::{Authenticated, Client, JsonBody, Presented};
 use crate::http::state::AppState;
 use crate::http::wire::{clear_session, signed_in};
 
 /// Creates a guest and its session. Checks run in this order: origin (the router-wide rule, then
-/// the sign-in Fetch Metadata rule), guests enabled, the fixation guard, then the write.
+/// the sign-in Fetch Metadata rule), guests enabled, the `sign_in` and `guest_create` limits, the
+/// fixation guard, then the write.
 pub async fn sign_in_anonymous(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -22,6 +25,11 @@ pub async fn sign_in_anonymous(
     JsonBody(_body): JsonBody<serde_json::Map<String, Value>>,
 ) -> Result<Response, ApiError> {
     state.origins.check_sign_in(&headers)?;
+    if !state.auth.guests_enabled() {
+        return Err(ApiError::NotFound);
+    }
+    let key = client.ip_address.parse().map(ip_key).unwrap_or_default();
+    rate_limit::check(&state, rate_limit::rules_for(Some(rate_limit::ANONYMOUS_SIGN_IN)), &key)?;
 
     let issued = state.auth.sign_in_anonymous(presented.as_ref(), &client).await?;
     Ok(signed_in(&state, &issued))
