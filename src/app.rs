@@ -13,6 +13,8 @@ use tracing::{debug, error, info};
 use crate::config::Config;
 use crate::core::auth::Auth;
 use crate::core::codes::{CodePolicy, CodeService};
+use crate::core::jwt::TokenIssuer;
+use crate::core::keys::KeyCipher;
 use crate::core::otp::CodeHasher;
 use crate::core::rate_limit::{Limits, MemoryLimiter};
 use crate::mail;
@@ -47,15 +49,45 @@ impl Doorman {
 
         let policy = SessionPolicy::from_config(&config.session);
         let auth = Arc::new(Auth::new(store.clone(), clock.clone(), policy, config.anonymous.enabled));
-        let limiter = limiter(&config, clock)?;
+        let limiter = limiter(&config, clock.clone())?;
         let codes = Arc::new(code_service(&config, auth.clone(), limiter.clone())?);
-        let state = AppState::new(&config, auth.clone(), codes, limiter, store.clone())?;
+        let tokens = Arc::new(token_issuer(&config, store.clone(), clock.clone()).await?);
+        let state = AppState::new(&config, auth.clone(), codes, tokens.clone(), limiter, store.clone())?;
         let router = http::router(state, &config.server.base_path);
 
         let (stop, stopped) = watch::channel(false);
-        let sweeper = tokio::spawn(sweep_periodically(auth.clone(), stopped));
+        let sweeper = tokio::spawn(sweep_periodically(auth.clone(), stopped.clone()));
+        let reloader = tokio::spawn(reload_keys_periodically(tokens, stopped));
 
-        Ok((router, Handle { store, auth, stop, tasks: vec![sweeper] }))
+        Ok((router, Handle { store, auth, stop, tasks: vec![sweeper, reloader] }))
+    }
+}
+
+/// Time between two reloads of the signing keys, so a rotation reaches every instance.
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+
+async fn token_issuer(config: &Config, store: Store, clock: Clock) -> anyhow::Result<TokenIssuer> {
+    let secret = config.secret.as_ref().context("`secret` is missing")?;
+    let cipher = KeyCipher::new(secret, &config.secrets);
+    let origin = url::Url::parse(&config.base_url()).context("server.base_url")?.origin().ascii_serialization();
+    TokenIssuer::start(store, clock, cipher, origin, config.jwt.expires_in.get())
+        .await
+        .context("loading the signing keys")
+}
+
+async fn reload_keys_periodically(tokens: Arc<TokenIssuer>, mut stopped: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(KEY_RELOAD_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        if let Err(error) = tokens.reload().await {
+            error!(error = format!("{error:#}"), "reloading the signing keys failed");
+        }
     }
 }
 

@@ -41,6 +41,9 @@ pub enum CoreError {
     /// The code could not be delivered.
     #[error("the email could not be delivered")]
     EmailDeliveryFailed,
+    /// No signing key is active and readable by the configured secrets.
+    #[error("no signing key is available")]
+    NoSigningKey,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

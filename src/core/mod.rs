@@ -3,6 +3,8 @@
 pub mod account;
 pub mod email;
 pub mod events;
+pub mod jwt;
+pub mod keys;
 pub mod auth;
 pub mod codes;
 pub mod error;

@@ -213,6 +213,7 @@ impl From<CoreError> for ApiError {
             CoreError::TooManyAttempts => ApiError::TooManyAttempts,
             CoreError::RateLimited { limit, retry_after } => ApiError::RateLimited { limit, retry_after },
             CoreError::EmailDeliveryFailed => ApiError::EmailDeliveryFailed,
+            CoreError::NoSigningKey => ApiError::Internal(anyhow::anyhow!("no signing key is available")),
             CoreError::Store(error) => error.into(),
         }
     }

@@ -15,7 +15,7 @@ pub mod wire;
 use axum::routing::{get, post};
 use axum::Router;
 
-use self::routes::{anonymous, email_otp, meta, session, user};
+use self::routes::{anonymous, email_otp, jwt, meta, session, user};
 pub use self::state::AppState;
 
 /// Builds the router: auth routes under `base_path`, health and readiness at the root, a JSON 404
@@ -34,6 +34,8 @@ pub fn router(state: AppState, base_path: &str) -> Router {
         .route("/revoke-other-sessions", post(session::revoke_other_sessions))
         .route("/update-user", post(user::update_user))
         .route("/delete-user", post(user::delete_user))
+        .route("/token", get(jwt::token))
+        .route("/jwks", get(jwt::jwks))
         .route("/ok", get(meta::ok))
         .method_not_allowed_fallback(meta::not_found)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::origin_check));

@@ -10,6 +10,7 @@ use super::origin::TrustedOrigins;
 use crate::config::Config;
 use crate::core::auth::Auth;
 use crate::core::codes::CodeService;
+use crate::core::jwt::TokenIssuer;
 use crate::core::rate_limit::MemoryLimiter;
 use crate::core::token::TokenSigner;
 use crate::store::Store;
@@ -21,6 +22,7 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub auth: Arc<Auth>,
     pub codes: Arc<CodeService>,
+    pub tokens: Arc<TokenIssuer>,
     pub store: Store,
     pub signer: TokenSigner,
     pub cookies: CookieSettings,
@@ -43,6 +45,7 @@ impl AppState {
         config: &Config,
         auth: Arc<Auth>,
         codes: Arc<CodeService>,
+        tokens: Arc<TokenIssuer>,
         limiter: Option<Arc<MemoryLimiter>>,
         store: Store,
     ) -> anyhow::Result<Self> {
@@ -59,6 +62,7 @@ impl AppState {
         Ok(Self(Arc::new(Shared {
             auth,
             codes,
+            tokens,
             store,
             signer: TokenSigner::new(secret, &config.secrets),
             cookies: CookieSettings::new(&config.session.cookie_prefix, base_url.starts_with("https://")),

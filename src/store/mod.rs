@@ -108,6 +108,26 @@ pub struct UserChanges {
     pub updated_at: Millis,
 }
 
+/// A JWT signing key row.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KeyRecord {
+    pub kid: String,
+    /// `general` or `sync`.
+    pub purpose: String,
+    pub alg: String,
+    /// The public JWK as JSON text.
+    pub public_jwk: String,
+    /// The private key, encrypted under a key derived from the secret.
+    pub private_key: String,
+    #[sqlx(try_from = "i64")]
+    pub created_at: Millis,
+    /// The key signs from this instant on.
+    #[sqlx(try_from = "i64")]
+    pub activates_at: Millis,
+    /// The key is no longer published after this instant.
+    pub retired_at: Option<i64>,
+}
+
 /// A new one-time code row.
 #[derive(Debug, Clone)]
 pub struct NewCode {
@@ -332,6 +352,17 @@ impl Store {
     /// consumed meanwhile.
     pub async fn sign_in_with_code(&self, plan: CodeSignIn) -> Result<Option<SignedIn>, StoreError> {
         use_case!(self, store => store.sign_in_with_code(plan))
+    }
+
+    /// Lists the signing keys of a purpose (`general` or `sync`).
+    pub async fn signing_keys(&self, purpose: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        use_case!(self, store => store.signing_keys(purpose))
+    }
+
+    /// Inserts `key` only when its purpose has no key yet, atomically across instances starting
+    /// together; returns whether it was inserted.
+    pub async fn create_first_key(&self, key: KeyRecord) -> Result<bool, StoreError> {
+        use_case!(self, store => store.create_first_key(key))
     }
 
     /// Lists up to `limit` users, newest first.

@@ -5,6 +5,7 @@ mod anonymous;
 mod bad_input;
 mod email_otp;
 mod harness;
+mod jwt;
 mod origin;
 mod postgres;
 mod process;

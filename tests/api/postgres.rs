@@ -167,6 +167,12 @@ async fn postgres_only_two_instances_agree_at_once() {
     let listed = client.get(second.url("/api/auth/list-sessions")).bearer_auth(&signed).send().await.unwrap();
     assert_eq!(listed.status(), 401);
 
+    let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys WHERE purpose = 'general'")
+        .fetch_one(&PgPool::connect(&database.url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(keys, 1, "instances starting together create one first key");
+
     let (_, first_status) = first.terminate();
     let (_, second_status) = second.terminate();
     assert!(first_status.success());

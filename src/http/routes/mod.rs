@@ -2,6 +2,7 @@
 
 pub mod anonymous;
 pub mod email_otp;
+pub mod jwt;
 pub mod meta;
 pub mod session;
 pub mod user;

@@ -1,0 +1,42 @@
+//! Signing keys.
+
+use super::{map_error, PostgresStore};
+use crate::store::{KeyRecord, StoreError};
+
+const KEY_COLUMNS: &str = "kid, purpose, alg, public_jwk, private_key, created_at, activates_at, retired_at";
+
+/// Advisory lock key that serializes the first-key check of instances starting together.
+const FIRST_KEY_LOCK: i64 = 0x646f_6f72_6b65_7973;
+
+impl PostgresStore {
+    pub async fn signing_keys(&self, purpose: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM signing_keys WHERE purpose = $1 ORDER BY activates_at, created_at");
+        sqlx::query_as(&sql).bind(purpose).fetch_all(&self.pool).await.map_err(map_error)
+    }
+
+    pub async fn create_first_key(&self, key: KeyRecord) -> Result<bool, StoreError> {
+        let mut transaction = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FIRST_KEY_LOCK)
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?;
+        let sql = format!(
+            "INSERT INTO signing_keys ({KEY_COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, NULL \
+             WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE purpose = $2)"
+        );
+        let result = sqlx::query(&sql)
+            .bind(&key.kid)
+            .bind(&key.purpose)
+            .bind(&key.alg)
+            .bind(&key.public_jwk)
+            .bind(&key.private_key)
+            .bind(key.created_at.0)
+            .bind(key.activates_at.0)
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?;
+        transaction.commit().await.map_err(map_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,41 @@
+//! Signing keys.
+
+use super::{map_error, SqliteStore};
+use crate::store::{KeyRecord, StoreError};
+
+const KEY_COLUMNS: &str = "kid, purpose, alg, public_jwk, private_key, created_at, activates_at, retired_at";
+
+impl SqliteStore {
+    pub async fn signing_keys(&self, purpose: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM signing_keys WHERE purpose = ? ORDER BY activates_at, created_at");
+        sqlx::query_as(&sql).bind(purpose).fetch_all(&self.readers).await.map_err(map_error)
+    }
+
+    pub async fn create_first_key(&self, key: KeyRecord) -> Result<bool, StoreError> {
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    // The writer's BEGIN IMMEDIATE holds the database write lock, so the check and the
+                    // insert cannot interleave with another process's.
+                    let sql = format!(
+                        "INSERT INTO signing_keys ({KEY_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, NULL \
+                         WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE purpose = ?)"
+                    );
+                    let result = sqlx::query(&sql)
+                        .bind(&key.kid)
+                        .bind(&key.purpose)
+                        .bind(&key.alg)
+                        .bind(&key.public_jwk)
+                        .bind(&key.private_key)
+                        .bind(key.created_at.0)
+                        .bind(key.activates_at.0)
+                        .bind(&key.purpose)
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(map_error)?;
+                    Ok(result.rows_affected() == 1)
+                })
+            })
+            .await
+    }
+}
