@@ -15,6 +15,8 @@ use crate::core::auth::Auth;
 use crate::core::codes::{CodePolicy, CodeService};
 use crate::core::jwt::TokenIssuer;
 use crate::core::keys::KeyCipher;
+use crate::core::sync::{SyncGateway, SyncPolicy};
+use crate::http::state::SyncRoutes;
 use crate::core::otp::CodeHasher;
 use crate::core::rate_limit::{Limits, MemoryLimiter};
 use crate::mail;
@@ -52,8 +54,16 @@ impl Doorman {
         let limiter = limiter(&config, clock.clone())?;
         let codes = Arc::new(code_service(&config, auth.clone(), limiter.clone())?);
         let tokens = Arc::new(token_issuer(&config, store.clone(), clock.clone()).await?);
-        let state = AppState::new(&config, auth.clone(), codes, tokens.clone(), limiter, store.clone())?;
-        let router = http::router(state, &config.server.base_path);
+        let sync = config.sync.powersync_url.clone().map(|powersync_url| {
+            let policy = SyncPolicy {
+                audience: config.sync.audience.clone(),
+                token_ttl: config.sync.token_ttl.get(),
+                max_devices: config.sync.max_devices,
+            };
+            SyncRoutes { gateway: SyncGateway::new(store.clone(), clock.clone(), tokens.clone(), policy), powersync_url }
+        });
+        let state = AppState::new(&config, auth.clone(), codes, tokens.clone(), sync, limiter, store.clone())?;
+        let router = http::router(state, &config.server.base_path, &config.sync.base_path);
 
         let (stop, stopped) = watch::channel(false);
         let sweeper = tokio::spawn(sweep_periodically(auth.clone(), stopped.clone()));

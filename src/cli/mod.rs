@@ -1,5 +1,6 @@
-//! The `doorman` command line: `serve`, `migrate`, `config check`, `users`.
+//! The `doorman` command line: `serve`, `migrate`, `config check`, `users`, `devices`.
 
+mod devices;
 mod users;
 
 use std::path::PathBuf;
@@ -54,6 +55,11 @@ enum Command {
         #[command(subcommand)]
         command: users::UsersCommand,
     },
+    /// Device commands of the sync gateway.
+    Devices {
+        #[command(subcommand)]
+        command: devices::DevicesCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +79,10 @@ pub async fn run() -> ExitCode {
         Command::Config { command: ConfigCommand::Check } => check_config(cli.config),
         Command::Users { command } => match load_config(cli.config, false) {
             Ok(config) => users::run(&config, command).await,
+            Err(error) => Err(error),
+        },
+        Command::Devices { command } => match load_config(cli.config, false) {
+            Ok(config) => devices::run(&config, command).await,
             Err(error) => Err(error),
         },
     };

@@ -80,6 +80,8 @@ pub(super) fn check(config: &Config) -> anyhow::Result<()> {
         }
     }
 
+    check_sync(config, &mut problems);
+
     if problems.is_empty() {
         Ok(())
     } else {
@@ -91,5 +93,28 @@ fn check_base_path(key: &str, path: &str, problems: &mut Vec<String>) {
     let valid = path.starts_with('/') && !path.ends_with('/') && !path.contains("//") && !path.contains('?');
     if !valid {
         problems.push(format!("`{key}` must start with '/' and not end with '/', such as /api/auth; found {path:?}"));
+    }
+}
+
+/// Longest sync token lifetime PowerSync accepts.
+const MAX_SYNC_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+fn check_sync(config: &Config, problems: &mut Vec<String>) {
+    let ttl = config.sync.token_ttl.get();
+    if ttl.is_zero() || ttl > MAX_SYNC_TOKEN_TTL {
+        problems.push(format!("`sync.token_ttl` must be longer than zero and at most 24h; found {}", config.sync.token_ttl));
+    }
+    let general_audience = url::Url::parse(&config.base_url()).map(|url| url.origin().ascii_serialization()).unwrap_or_default();
+    if config.sync.audience == general_audience {
+        problems.push(format!(
+            "`sync.audience` must differ from the general JWT audience {general_audience:?}, so a /token JWT never passes as a sync token"
+        ));
+    }
+    // TODO: RS256, ES256 and HS256 sync keys are not built yet; only EdDSA signs today.
+    if config.sync.alg != "EdDSA" {
+        problems.push(format!("`sync.alg` {:?} is not supported yet; use \"EdDSA\"", config.sync.alg));
+    }
+    if config.sync.max_devices == 0 {
+        problems.push("`sync.max_devices` must be at least 1".into());
     }
 }

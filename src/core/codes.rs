@@ -62,9 +62,15 @@ impl CodeService {
     /// burned code stays burned and no message is sent.
     ///
     /// # Errors
-    /// `RateLimited` past `code_send` for the email, `EmailDeliveryFailed`, or a store failure.
+    /// `RateLimited` once `code_send` sends for the email were done in the window, `EmailDeliveryFailed`, or a store failure.
     pub async fn send_code(&self, email: &Email) -> Result<(), CoreError> {
-        self.hit(Rule::CodeSend, email.as_str())?;
+        // A send counts once it is done, so a delivery failure ("retry shortly") does not use up
+        // the budget; concurrent sends may pass the limit by the number in flight.
+        if let Some(limiter) = &self.limiter {
+            if let Some(Decision::Limited { limit, retry_after }) = limiter.peek(Rule::CodeSend, email.as_str()) {
+                return Err(CoreError::RateLimited { limit, retry_after });
+            }
+        }
 
         let now = self.auth.now();
         let identifier = sign_in_identifier(email);
@@ -78,6 +84,7 @@ impl CodeService {
         };
         let issued = self.auth.store().issue_code(new_code, self.policy.max_attempts).await?;
         if issued.burned {
+            self.count_send(email);
             debug!(verification_id = %issued.verification_id, "code is burned; no message sent");
             return Ok(());
         }
@@ -87,8 +94,15 @@ impl CodeService {
             error!(verification_id = %issued.verification_id, error = %failure, "sending a sign-in code failed");
             return Err(CoreError::EmailDeliveryFailed);
         }
+        self.count_send(email);
         debug!(verification_id = %issued.verification_id, "sign-in code sent");
         Ok(())
+    }
+
+    fn count_send(&self, email: &Email) {
+        if let Some(limiter) = &self.limiter {
+            limiter.hit(Rule::CodeSend, email.as_str());
+        }
     }
 
     /// Checks the code and signs the email's user in, creating the user on first sign-in. When the
@@ -165,10 +179,4 @@ impl CodeService {
         error
     }
 
-    fn hit(&self, rule: Rule, key: &str) -> Result<(), CoreError> {
-        match self.limiter.as_ref().map(|limiter| limiter.hit(rule, key)) {
-            Some(Decision::Limited { limit, retry_after }) => Err(CoreError::RateLimited { limit, retry_after }),
-            _ => Ok(()),
-        }
-    }
 }

@@ -41,6 +41,18 @@ pub enum CoreError {
     /// The code could not be delivered.
     #[error("the email could not be delivered")]
     EmailDeliveryFailed,
+    /// A guest asked the sync gateway for access.
+    #[error("anonymous users cannot sync")]
+    AnonymousSyncForbidden,
+    /// The device id belongs to another user.
+    #[error("the device id is taken")]
+    DeviceIdTaken,
+    /// The device was revoked.
+    #[error("the device is disconnected")]
+    DeviceDisconnected,
+    /// The user has `sync.max_devices` devices already.
+    #[error("the device limit is reached")]
+    DeviceLimitReached,
     /// No signing key is active and readable by the configured secrets.
     #[error("no signing key is available")]
     NoSigningKey,

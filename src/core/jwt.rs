@@ -1,4 +1,5 @@
-//! General-purpose JWTs for `/token`, and the key ring that signs them.
+//! JWTs: general-purpose tokens for `/token`, sync tokens for the sync gateway, and the two key
+//! rings that sign them.
 
 use std::sync::RwLock;
 use std::time::Duration;
@@ -10,48 +11,53 @@ use super::auth::Current;
 use super::error::CoreError;
 use super::keys::{KeyCipher, KeyRing, Purpose, SigningKey};
 use super::random;
-use super::time::Clock;
+use super::time::{Clock, Millis};
 use crate::store::Store;
 
-/// Issues `/token` JWTs with the newest active key of the general ring.
+/// Issues JWTs with the newest active key of each ring.
 pub struct TokenIssuer {
     store: Store,
     clock: Clock,
     cipher: KeyCipher,
     general: RwLock<KeyRing>,
+    sync: RwLock<KeyRing>,
     /// `iss` and `aud` of every token: the origin of `server.base_url`.
     issuer: String,
     ttl: Duration,
 }
 
 impl TokenIssuer {
-    /// Creates the first general key when there is none (once, even with several instances
-    /// starting together), then loads the ring.
+    /// Creates the first key of each ring when it has none (once, even with several instances
+    /// starting together), then loads the rings.
     ///
     /// # Errors
     /// A store failure.
     pub async fn start(store: Store, clock: Clock, cipher: KeyCipher, issuer: String, ttl: Duration) -> Result<Self, CoreError> {
         let now = clock.now();
-        let first = SigningKey::generate(random::new_id()).to_record(Purpose::General, &cipher, now, now);
-        let kid = first.kid.clone();
-        if store.create_first_key(first).await? {
-            info!(%kid, purpose = "general", "first signing key created");
+        for purpose in [Purpose::General, Purpose::Sync] {
+            let first = SigningKey::generate(random::new_id()).to_record(purpose, &cipher, now, now);
+            let kid = first.kid.clone();
+            if store.create_first_key(first).await? {
+                info!(%kid, purpose = purpose.name(), "first signing key created");
+            }
         }
 
-        let issuer = Self { store, clock, cipher, general: RwLock::default(), issuer, ttl };
+        let issuer = Self { store, clock, cipher, general: RwLock::default(), sync: RwLock::default(), issuer, ttl };
         issuer.reload().await?;
         Ok(issuer)
     }
 
-    /// Reads the general ring from the store again, so keys rotated by any instance or by the CLI
-    /// take effect here.
+    /// Reads both rings from the store again, so keys rotated by any instance or by the CLI take
+    /// effect here.
     ///
     /// # Errors
-    /// A store failure; the previous ring stays in use.
+    /// A store failure; the previous rings stay in use.
     pub async fn reload(&self) -> Result<(), CoreError> {
-        let records = self.store.signing_keys(Purpose::General.name()).await?;
-        let ring = KeyRing::load(&records, &self.cipher, self.clock.now());
-        *self.general.write().expect("the key ring lock is never poisoned") = ring;
+        for (purpose, ring) in [(Purpose::General, &self.general), (Purpose::Sync, &self.sync)] {
+            let records = self.store.signing_keys(purpose.name()).await?;
+            let loaded = KeyRing::load(&records, &self.cipher, self.clock.now());
+            *ring.write().expect("the key ring lock is never poisoned") = loaded;
+        }
         Ok(())
     }
 
@@ -78,6 +84,27 @@ impl TokenIssuer {
     /// The public keys of the general ring, as a JWKS document.
     pub fn general_jwks(&self) -> Value {
         let ring = self.general.read().expect("the key ring lock is never poisoned");
+        json!({ "keys": ring.published })
+    }
+
+    /// Signs a sync token for `user_id` with the claims `sub`, `user_id`, `aud`, `iat` and `exp`,
+    /// and returns it with its expiry.
+    ///
+    /// # Errors
+    /// `NoSigningKey` when no sync key is active and readable.
+    pub fn sync_token(&self, user_id: &str, audience: &str, ttl: Duration) -> Result<(String, Millis), CoreError> {
+        let now = self.clock.now();
+        let issued_at = now.0 / 1000;
+        let expires_at = issued_at + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let claims = json!({ "sub": user_id, "user_id": user_id, "aud": audience, "iat": issued_at, "exp": expires_at });
+        let ring = self.sync.read().expect("the key ring lock is never poisoned");
+        let key = ring.signing.as_ref().ok_or(CoreError::NoSigningKey)?;
+        Ok((key.sign_jwt(&claims), Millis(expires_at * 1000)))
+    }
+
+    /// The public keys of the sync ring, as a JWKS document.
+    pub fn sync_jwks(&self) -> Value {
+        let ring = self.sync.read().expect("the key ring lock is never poisoned");
         json!({ "keys": ring.published })
     }
 }

@@ -13,5 +13,6 @@ pub mod random;
 pub mod rate_limit;
 pub mod secret;
 pub mod session;
+pub mod sync;
 pub mod time;
 pub mod token;

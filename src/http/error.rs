@@ -100,6 +100,27 @@ pub enum ApiError {
     /// 503 `EMAIL_DELIVERY_FAILED`: the code could not be sent.
     #[error("The email could not be delivered; retry shortly")]
     EmailDeliveryFailed,
+    /// 403 `ORIGIN_NOT_ALLOWED`: a sync request from an untrusted origin.
+    #[error("Origin not allowed")]
+    OriginNotAllowed,
+    /// 403 `ANONYMOUS_SYNC_FORBIDDEN`: guests never sync.
+    #[error("Anonymous users cannot sync; sign in first")]
+    AnonymousSyncForbidden,
+    /// 400 `DEVICE_ID_REQUIRED`: no `X-Device-ID` header.
+    #[error("The X-Device-ID header is required")]
+    DeviceIdRequired,
+    /// 400 `INVALID_DEVICE_ID`: not 1 to 128 characters of `[A-Za-z0-9_-]`.
+    #[error("X-Device-ID must be 1 to 128 characters of letters, digits, '_' or '-'")]
+    InvalidDeviceId,
+    /// 409 `DEVICE_ID_TAKEN`: the device id belongs to another user.
+    #[error("The device id is registered to another user")]
+    DeviceIdTaken,
+    /// 403 `DEVICE_DISCONNECTED`: the device was revoked.
+    #[error("The device is disconnected")]
+    DeviceDisconnected,
+    /// 409 `DEVICE_LIMIT_REACHED`: the user has the maximum number of devices.
+    #[error("The device limit is reached; revoke a device first")]
+    DeviceLimitReached,
     /// 503 `SERVICE_UNAVAILABLE` with `Retry-After`: the store cannot be reached.
     #[error("The service is temporarily unavailable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
@@ -142,6 +163,13 @@ impl ApiError {
             TooManyAttempts => (StatusCode::FORBIDDEN, "TOO_MANY_ATTEMPTS"),
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             EmailDeliveryFailed => (StatusCode::SERVICE_UNAVAILABLE, "EMAIL_DELIVERY_FAILED"),
+            OriginNotAllowed => (StatusCode::FORBIDDEN, "ORIGIN_NOT_ALLOWED"),
+            AnonymousSyncForbidden => (StatusCode::FORBIDDEN, "ANONYMOUS_SYNC_FORBIDDEN"),
+            DeviceIdRequired => (StatusCode::BAD_REQUEST, "DEVICE_ID_REQUIRED"),
+            InvalidDeviceId => (StatusCode::BAD_REQUEST, "INVALID_DEVICE_ID"),
+            DeviceIdTaken => (StatusCode::CONFLICT, "DEVICE_ID_TAKEN"),
+            DeviceDisconnected => (StatusCode::FORBIDDEN, "DEVICE_DISCONNECTED"),
+            DeviceLimitReached => (StatusCode::CONFLICT, "DEVICE_LIMIT_REACHED"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR"),
         }
@@ -167,7 +195,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(ErrorBody { code, message: &message })).into_response();
         let headers = response.headers_mut();
         match self {
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::EmailDeliveryFailed => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
             }
             ApiError::RateLimited { limit, retry_after } => {
@@ -213,6 +241,10 @@ impl From<CoreError> for ApiError {
             CoreError::TooManyAttempts => ApiError::TooManyAttempts,
             CoreError::RateLimited { limit, retry_after } => ApiError::RateLimited { limit, retry_after },
             CoreError::EmailDeliveryFailed => ApiError::EmailDeliveryFailed,
+            CoreError::AnonymousSyncForbidden => ApiError::AnonymousSyncForbidden,
+            CoreError::DeviceIdTaken => ApiError::DeviceIdTaken,
+            CoreError::DeviceDisconnected => ApiError::DeviceDisconnected,
+            CoreError::DeviceLimitReached => ApiError::DeviceLimitReached,
             CoreError::NoSigningKey => ApiError::Internal(anyhow::anyhow!("no signing key is available")),
             CoreError::Store(error) => error.into(),
         }

@@ -15,12 +15,12 @@ pub mod wire;
 use axum::routing::{get, post};
 use axum::Router;
 
-use self::routes::{anonymous, email_otp, jwt, meta, session, user};
+use self::routes::{anonymous, email_otp, jwt, meta, session, sync, user};
 pub use self::state::AppState;
 
 /// Builds the router: auth routes under `base_path`, health and readiness at the root, a JSON 404
 /// for everything else.
-pub fn router(state: AppState, base_path: &str) -> Router {
+pub fn router(state: AppState, base_path: &str, sync_base_path: &str) -> Router {
     let auth = Router::new()
         .route("/sign-in/anonymous", post(anonymous::sign_in_anonymous))
         .route("/delete-anonymous-user", post(anonymous::delete_anonymous_user))
@@ -40,10 +40,16 @@ pub fn router(state: AppState, base_path: &str) -> Router {
         .method_not_allowed_fallback(meta::not_found)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::origin_check));
 
-    Router::new()
-        .route("/health", get(meta::health))
-        .route("/ready", get(meta::ready))
-        .nest(base_path, auth)
+    let mut root = Router::new().route("/health", get(meta::health)).route("/ready", get(meta::ready)).nest(base_path, auth);
+    if state.sync.is_some() {
+        let gateway = Router::new()
+            .route("/token", get(sync::token))
+            .route("/jwks", get(sync::jwks))
+            .method_not_allowed_fallback(meta::not_found);
+        root = root.nest(sync_base_path, gateway);
+    }
+
+    root
         .fallback(meta::not_found)
         .method_not_allowed_fallback(meta::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::time_limit))

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::core::auth::Auth;
 use crate::core::codes::CodeService;
 use crate::core::jwt::TokenIssuer;
+use crate::core::sync::SyncGateway;
 use crate::core::rate_limit::MemoryLimiter;
 use crate::core::token::TokenSigner;
 use crate::store::Store;
@@ -19,10 +20,18 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
+/// What the sync gateway's routes need.
+pub struct SyncRoutes {
+    pub gateway: SyncGateway,
+    pub powersync_url: String,
+}
+
 pub struct Shared {
     pub auth: Arc<Auth>,
     pub codes: Arc<CodeService>,
     pub tokens: Arc<TokenIssuer>,
+    /// The sync gateway; `None` without `sync.powersync_url`, so its routes answer 404.
+    pub sync: Option<SyncRoutes>,
     pub store: Store,
     pub signer: TokenSigner,
     pub cookies: CookieSettings,
@@ -46,6 +55,7 @@ impl AppState {
         auth: Arc<Auth>,
         codes: Arc<CodeService>,
         tokens: Arc<TokenIssuer>,
+        sync: Option<SyncRoutes>,
         limiter: Option<Arc<MemoryLimiter>>,
         store: Store,
     ) -> anyhow::Result<Self> {
@@ -63,6 +73,7 @@ impl AppState {
             auth,
             codes,
             tokens,
+            sync,
             store,
             signer: TokenSigner::new(secret, &config.secrets),
             cookies: CookieSettings::new(&config.session.cookie_prefix, base_url.starts_with("https://")),

@@ -84,6 +84,7 @@ impl Mailer for SmtpMailer {
             let transport = self.transport.as_ref().ok_or_else(|| MailError("mail.smtp_url is not set".into()))?;
             let to: Mailbox = message.to.as_str().parse().map_err(|_| MailError("the recipient is not a mailbox".into()))?;
             let email = Message::builder()
+                .message_id(None)
                 .from(self.from.clone())
                 .to(to)
                 .subject(&self.subject)

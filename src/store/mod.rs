@@ -128,6 +128,33 @@ pub struct KeyRecord {
     pub retired_at: Option<i64>,
 }
 
+/// A device registered by the sync gateway.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DeviceRecord {
+    /// The client's `X-Device-ID`.
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub revoked_at: Option<i64>,
+    pub last_seen: i64,
+    pub created_at: i64,
+}
+
+/// The outcome of presenting a device to the sync gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceCheck {
+    /// The device was new and is now registered to the user.
+    Registered,
+    /// The device was already the user's; its `last_seen` moved.
+    Known,
+    /// The device id belongs to another user.
+    Taken,
+    /// The device was revoked.
+    Revoked,
+    /// The user already has the maximum number of devices.
+    LimitReached,
+}
+
 /// A new one-time code row.
 #[derive(Debug, Clone)]
 pub struct NewCode {
@@ -363,6 +390,29 @@ impl Store {
     /// together; returns whether it was inserted.
     pub async fn create_first_key(&self, key: KeyRecord) -> Result<bool, StoreError> {
         use_case!(self, store => store.create_first_key(key))
+    }
+
+    /// Registers `device_id` to the user on first use, or checks that it is the user's and not
+    /// revoked, in one transaction.
+    pub async fn use_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        name: &str,
+        now: Millis,
+        max_devices: u32,
+    ) -> Result<DeviceCheck, StoreError> {
+        use_case!(self, store => store.use_device(user_id, device_id, name, now, max_devices))
+    }
+
+    /// Lists devices, of one user or of all, newest first.
+    pub async fn list_devices(&self, user_id: Option<&str>) -> Result<Vec<DeviceRecord>, StoreError> {
+        use_case!(self, store => store.list_devices(user_id))
+    }
+
+    /// Marks a device revoked; returns false when it does not exist or was already revoked.
+    pub async fn revoke_device(&self, device_id: &str, now: Millis) -> Result<bool, StoreError> {
+        use_case!(self, store => store.revoke_device(device_id, now))
     }
 
     /// Lists up to `limit` users, newest first.

@@ -77,8 +77,8 @@ async fn jwks_publishes_public_keys_only() {
     assert_eq!(keys[0]["crv"], "Ed25519");
     assert!(keys[0].get("d").is_none(), "no private part is published");
     let stored: Vec<String> = sqlx::query_scalar("SELECT private_key FROM signing_keys").fetch_all(&app.db().await).await.unwrap();
-    assert_eq!(stored.len(), 1);
-    assert!(stored[0].starts_with("v1."), "the private key is stored encrypted");
+    assert_eq!(stored.len(), 2, "one general and one sync key");
+    assert!(stored.iter().all(|key| key.starts_with("v1.")), "private keys are stored encrypted");
 }
 
 #[tokio::test]

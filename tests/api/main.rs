@@ -13,3 +13,4 @@ mod profile;
 mod proxy;
 mod sessions;
 mod smtp;
+mod sync;

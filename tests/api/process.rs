@@ -439,3 +439,33 @@ fn console_mail_prints_codes_that_logs_never_show() {
         }
     }
 }
+
+#[test]
+fn devices_commands_list_and_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("DOORMAN_SECRET", SECRET)];
+    let (created, stdout, stderr) = run(dir.path(), &env, &["users", "create", "--email", "ada@example.com"]);
+    assert!(created, "{stderr}");
+    let user = stdout.lines().find_map(|line| line.strip_prefix("id:")).unwrap().trim().to_string();
+    let database = dir.path().join("doorman.db");
+    let insert = format!(
+        "INSERT INTO devices (id, user_id, name, last_seen, created_at) VALUES ('ada-phone', '{user}', 'Phone', 0, 0);"
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display())).await.unwrap();
+        sqlx::query(&insert).execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+
+    let (listed, stdout, _) = run(dir.path(), &env, &["devices", "list", "--user", &user]);
+    assert!(listed);
+    assert!(stdout.lines().any(|line| line.starts_with("ada-phone") && line.contains("Phone")), "{stdout}");
+
+    let (revoked, stdout, _) = run(dir.path(), &env, &["devices", "revoke", "ada-phone"]);
+    assert!(revoked);
+    assert!(stdout.contains("revoked"));
+    let (again, _, stderr) = run(dir.path(), &env, &["devices", "revoke", "ada-phone"]);
+    assert!(!again);
+    assert!(stderr.contains("already revoked"), "{stderr}");
+}

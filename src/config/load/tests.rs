@@ -198,3 +198,18 @@ fn failed_load_carries_the_warnings() {
     assert!(message.contains("DOORMAN_SECRT"), "{message}");
     assert!(message.contains("`secret` is missing"), "{message}");
 }
+
+#[test]
+fn sync_audience_must_differ_from_the_general_audience() {
+    let error = load_env(&[
+        ("DOORMAN_SECRET", SECRET),
+        ("DOORMAN_SERVER__BASE_URL", "https://auth.example.com"),
+        ("DOORMAN_SYNC__AUDIENCE", "https://auth.example.com"),
+        ("DOORMAN_SYNC__TOKEN_TTL", "2d"),
+    ])
+    .unwrap_err();
+
+    let message = format!("{error:#}");
+    assert!(message.contains("sync.audience"), "{message}");
+    assert!(message.contains("sync.token_ttl"), "{message}");
+}

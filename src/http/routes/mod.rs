@@ -5,4 +5,5 @@ pub mod email_otp;
 pub mod jwt;
 pub mod meta;
 pub mod session;
+pub mod sync;
 pub mod user;

@@ -2,6 +2,7 @@
 //! multi-step write in one transaction.
 
 mod codes;
+mod devices;
 mod keys;
 
 use std::future::Future;

@@ -2,6 +2,7 @@
 //! transactions start with `BEGIN IMMEDIATE`, and a pool of read-only connections.
 
 mod codes;
+mod devices;
 mod keys;
 mod writer;
 

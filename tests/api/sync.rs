@@ -1,0 +1,184 @@
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use reqwest::Response;
+use serde_json::Value;
+
+use crate::harness::{encode, error_code, Creds, Signed, TestApp, TRUSTED_ORIGIN};
+
+const POWERSYNC_URL: &str = "https://sync.example.com";
+
+async fn app_with_sync() -> TestApp {
+    TestApp::spawn_with(|config| {
+        config.sync.powersync_url = Some(POWERSYNC_URL.into());
+        config.sync.max_devices = 2;
+    })
+    .await
+}
+
+fn root_url(app: &TestApp, path: &str) -> String {
+    format!("{}/powersync{path}", app.origin)
+}
+
+/// Requests a sync token with `creds` and the given device id.
+async fn sync_token(app: &TestApp, creds: &Creds, device: Option<&str>) -> Response {
+    let mut request = app.client.get(root_url(app, "/token"));
+    request = match creds {
+        Creds::None => request,
+        Creds::Cookie(signed) => request.header("cookie", format!("{}={}", app.cookie_name(), encode(signed))),
+        Creds::Bearer(signed) => request.bearer_auth(signed),
+    };
+    if let Some(device) = device {
+        request = request.header("x-device-id", device).header("x-device-name", "Ada's laptop");
+    }
+    request.send().await.unwrap()
+}
+
+async fn real_user(app: &TestApp, email: &str) -> Signed {
+    app.sign_in_with_code(&Creds::None, email).await
+}
+
+fn claims(token: &str) -> (Value, Value) {
+    let parts: Vec<&str> = token.split('.').collect();
+    let decode = |part: &str| -> Value { serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap() };
+    (decode(parts[0]), decode(parts[1]))
+}
+
+#[tokio::test]
+async fn sync_routes_are_not_found_without_powersync_url() {
+    let app = TestApp::spawn().await;
+    let real = real_user(&app, "ada@example.com").await;
+
+    for path in ["/token", "/jwks"] {
+        let response = app.client.get(root_url(&app, path)).bearer_auth(&real.signed).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        assert_eq!(error_code(response).await, "NOT_FOUND");
+    }
+}
+
+#[tokio::test]
+async fn real_user_gets_a_sync_token_by_cookie_and_bearer() {
+    let app = app_with_sync().await;
+    let real = real_user(&app, "ada@example.com").await;
+    let jwks: Value = app.client.get(root_url(&app, "/jwks")).send().await.unwrap().json().await.unwrap();
+
+    for creds in [real.cookie(), real.bearer()] {
+        let response = sync_token(&app, &creds, Some("laptop-1")).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["powerSyncUrl"], POWERSYNC_URL);
+        let (header, claims) = claims(body["token"].as_str().unwrap());
+
+        assert_eq!(header["alg"], "EdDSA");
+        assert!(jwks["keys"].as_array().unwrap().iter().any(|key| key["kid"] == header["kid"]), "signed by a published sync key");
+        assert_eq!(claims["sub"], real.user_id.as_str());
+        assert_eq!(claims["user_id"], real.user_id.as_str());
+        assert_eq!(claims["aud"], "powersync");
+        assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
+        assert_eq!(body["expiresAt"].as_str().unwrap().len(), 24);
+    }
+    let name: String = sqlx::query_scalar("SELECT name FROM devices WHERE id = 'laptop-1'").fetch_one(&app.db().await).await.unwrap();
+    assert_eq!(name, "Ada's laptop");
+}
+
+#[tokio::test]
+async fn general_and_sync_keys_never_mix() {
+    let app = app_with_sync().await;
+    let real = real_user(&app, "ada@example.com").await;
+    let sync_jwks: Value = app.client.get(root_url(&app, "/jwks")).send().await.unwrap().json().await.unwrap();
+    let general_jwks: Value = app.get("/jwks", &Creds::None).await.json().await.unwrap();
+    let general: Value = app.get("/token", &real.bearer()).await.json().await.unwrap();
+    let (general_header, _) = claims(general["token"].as_str().unwrap());
+
+    let sync_kids: Vec<&Value> = sync_jwks["keys"].as_array().unwrap().iter().map(|key| &key["kid"]).collect();
+    let general_kids: Vec<&Value> = general_jwks["keys"].as_array().unwrap().iter().map(|key| &key["kid"]).collect();
+    assert_eq!(sync_kids.len(), 1);
+    assert!(!sync_kids.contains(&&general_header["kid"]), "a /token JWT finds no key in the sync JWKS");
+    assert!(sync_kids.iter().all(|kid| !general_kids.contains(kid)), "no sync key is in the general JWKS");
+}
+
+#[tokio::test]
+async fn guest_is_refused_on_every_path() {
+    let app = app_with_sync().await;
+    let guest = app.guest().await;
+
+    for creds in [guest.cookie(), guest.bearer()] {
+        let response = sync_token(&app, &creds, Some("laptop-1")).await;
+        assert_eq!(response.status(), 403);
+        assert_eq!(error_code(response).await, "ANONYMOUS_SYNC_FORBIDDEN");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM devices").await, 0, "a guest registers no device");
+}
+
+#[tokio::test]
+async fn missing_revoked_or_forged_sessions_get_401() {
+    let app = app_with_sync().await;
+    let real = real_user(&app, "ada@example.com").await;
+    assert_eq!(app.revoke_sessions(&real.bearer()).await.status(), 200);
+
+    for creds in [Creds::None, real.bearer(), Creds::Bearer(format!("{}.{}", "a".repeat(32), "A".repeat(43) + "="))] {
+        let response = sync_token(&app, &creds, Some("laptop-1")).await;
+        assert_eq!(response.status(), 401);
+        assert_eq!(error_code(response).await, "UNAUTHORIZED");
+    }
+}
+
+#[tokio::test]
+async fn untrusted_origin_is_refused_first() {
+    let app = app_with_sync().await;
+    let real = real_user(&app, "ada@example.com").await;
+
+    let response = app
+        .client
+        .get(root_url(&app, "/token"))
+        .bearer_auth(&real.signed)
+        .header("origin", "https://evil.example")
+        .header("x-device-id", "laptop-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(error_code(response).await, "ORIGIN_NOT_ALLOWED");
+
+    let trusted = app
+        .client
+        .get(root_url(&app, "/token"))
+        .bearer_auth(&real.signed)
+        .header("origin", TRUSTED_ORIGIN)
+        .header("x-device-id", "laptop-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(trusted.status(), 200);
+}
+
+#[tokio::test]
+async fn device_checks_produce_their_codes() {
+    let app = app_with_sync().await;
+    let ada = real_user(&app, "ada@example.com").await;
+    let bob = real_user(&app, "bob@example.com").await;
+
+    let cases = [(None, 400, "DEVICE_ID_REQUIRED"), (Some("has space"), 400, "INVALID_DEVICE_ID"), (Some(""), 400, "INVALID_DEVICE_ID")];
+    for (device, status, code) in cases {
+        let response = sync_token(&app, &ada.bearer(), device).await;
+        assert_eq!(response.status(), status, "{device:?}");
+        assert_eq!(error_code(response).await, code, "{device:?}");
+    }
+
+    assert_eq!(sync_token(&app, &ada.bearer(), Some("ada-phone")).await.status(), 200);
+    let taken = sync_token(&app, &bob.bearer(), Some("ada-phone")).await;
+    assert_eq!(taken.status(), 409);
+    assert_eq!(error_code(taken).await, "DEVICE_ID_TAKEN");
+
+    let handle_store = app.handle().store();
+    assert!(handle_store.revoke_device("ada-phone", app.clock.now()).await.unwrap());
+    let disconnected = sync_token(&app, &ada.bearer(), Some("ada-phone")).await;
+    assert_eq!(disconnected.status(), 403);
+    assert_eq!(error_code(disconnected).await, "DEVICE_DISCONNECTED");
+
+    assert_eq!(sync_token(&app, &ada.bearer(), Some("ada-laptop")).await.status(), 200);
+    assert_eq!(sync_token(&app, &ada.bearer(), Some("ada-tablet")).await.status(), 200);
+    let limited = sync_token(&app, &ada.bearer(), Some("ada-watch")).await;
+    assert_eq!(limited.status(), 409);
+    assert_eq!(error_code(limited).await, "DEVICE_LIMIT_REACHED");
+    assert_eq!(sync_token(&app, &ada.bearer(), Some("ada-laptop")).await.status(), 200, "known devices keep working");
+}
