@@ -67,9 +67,9 @@ impl Doorman {
 
         let (stop, stopped) = watch::channel(false);
         let sweeper = tokio::spawn(sweep_periodically(auth.clone(), stopped.clone()));
-        let reloader = tokio::spawn(reload_keys_periodically(tokens, stopped));
+        let reloader = tokio::spawn(reload_keys_periodically(tokens.clone(), stopped));
 
-        Ok((router, Handle { store, auth, stop, tasks: vec![sweeper, reloader] }))
+        Ok((router, Handle { store, auth, tokens, stop, tasks: vec![sweeper, reloader] }))
     }
 }
 
@@ -131,6 +131,7 @@ fn code_service(config: &Config, auth: Arc<Auth>, limiter: Option<Arc<MemoryLimi
 pub struct Handle {
     store: Store,
     auth: Arc<Auth>,
+    tokens: Arc<TokenIssuer>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -138,6 +139,14 @@ pub struct Handle {
 impl Handle {
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Reads the signing keys from the store now, as the periodic reload does.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn reload_keys(&self) -> Result<(), CoreError> {
+        self.tokens.reload().await
     }
 
     /// Runs one sweep of expired sessions and verifications now.

@@ -1,6 +1,7 @@
-//! The `doorman` command line: `serve`, `migrate`, `config check`, `users`, `devices`.
+//! The `doorman` command line: `serve`, `migrate`, `config check`, `users`, `devices`, `keys`.
 
 mod devices;
+mod keys;
 mod users;
 
 use std::path::PathBuf;
@@ -14,6 +15,9 @@ use tracing::{info, warn};
 use crate::app::Doorman;
 use crate::config::{self, Config, LoadOptions};
 use crate::server::{self, ServeOptions};
+use crate::core::jwt;
+use crate::core::keys::KeyCipher;
+use crate::core::time::Clock;
 use crate::store::{Engine, Store};
 use crate::telemetry::{self, LogFormat};
 
@@ -55,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: users::UsersCommand,
     },
+    /// Signing key commands.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Device commands of the sync gateway.
     Devices {
         #[command(subcommand)]
@@ -79,6 +88,10 @@ pub async fn run() -> ExitCode {
         Command::Config { command: ConfigCommand::Check } => check_config(cli.config),
         Command::Users { command } => match load_config(cli.config, false) {
             Ok(config) => users::run(&config, command).await,
+            Err(error) => Err(error),
+        },
+        Command::Keys { command } => match load_config(cli.config, false) {
+            Ok(config) => keys::run(&config, command).await,
             Err(error) => Err(error),
         },
         Command::Devices { command } => match load_config(cli.config, false) {
@@ -153,8 +166,11 @@ fn log_summary(config: &Config) {
 
 async fn migrate(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = load_config(path, false)?;
+    let secret = config.secret.as_ref().context("`secret` is missing")?;
     let store = Store::open(&config.database).await?;
     store.migrate().await?;
+    let cipher = KeyCipher::new(secret, &config.secrets);
+    jwt::ensure_first_keys(&store, &cipher, Clock::system().now()).await?;
     store.close().await;
     info!("migrations applied");
     Ok(())

@@ -33,15 +33,7 @@ impl TokenIssuer {
     /// # Errors
     /// A store failure.
     pub async fn start(store: Store, clock: Clock, cipher: KeyCipher, issuer: String, ttl: Duration) -> Result<Self, CoreError> {
-        let now = clock.now();
-        for purpose in [Purpose::General, Purpose::Sync] {
-            let first = SigningKey::generate(random::new_id()).to_record(purpose, &cipher, now, now);
-            let kid = first.kid.clone();
-            if store.create_first_key(first).await? {
-                info!(%kid, purpose = purpose.name(), "first signing key created");
-            }
-        }
-
+        ensure_first_keys(&store, &cipher, clock.now()).await?;
         let issuer = Self { store, clock, cipher, general: RwLock::default(), sync: RwLock::default(), issuer, ttl };
         issuer.reload().await?;
         Ok(issuer)
@@ -107,4 +99,41 @@ impl TokenIssuer {
         let ring = self.sync.read().expect("the key ring lock is never poisoned");
         json!({ "keys": ring.published })
     }
+}
+
+/// Adds a key to the `purpose` ring that signs from `now + grace`, and retires the current keys
+/// once the last token they can sign has expired (`now + grace + token_lifetime`). The new key is
+/// published at once, so verifiers that refresh their JWKS within `grace` know it before it signs.
+///
+/// # Errors
+/// A store failure.
+pub async fn rotate(
+    store: &Store,
+    cipher: &KeyCipher,
+    purpose: Purpose,
+    now: Millis,
+    grace: Duration,
+    token_lifetime: Duration,
+) -> Result<crate::store::KeyRecord, CoreError> {
+    let activates_at = now + grace;
+    let record = SigningKey::generate(random::new_id()).to_record(purpose, cipher, now, activates_at);
+    store.rotate_key(record.clone(), activates_at + token_lifetime).await?;
+    info!(kid = %record.kid, purpose = purpose.name(), activates_at = %activates_at.to_wire(), "signing key rotated");
+    Ok(record)
+}
+
+/// Creates the first key of each ring that has none, once even when several instances or the CLI
+/// run it together.
+///
+/// # Errors
+/// A store failure.
+pub async fn ensure_first_keys(store: &Store, cipher: &KeyCipher, now: Millis) -> Result<(), CoreError> {
+    for purpose in [Purpose::General, Purpose::Sync] {
+        let first = SigningKey::generate(random::new_id()).to_record(purpose, cipher, now, now);
+        let kid = first.kid.clone();
+        if store.create_first_key(first).await? {
+            info!(%kid, purpose = purpose.name(), "first signing key created");
+        }
+    }
+    Ok(())
 }

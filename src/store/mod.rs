@@ -415,6 +415,12 @@ impl Store {
         use_case!(self, store => store.revoke_device(device_id, now))
     }
 
+    /// Adds `key` and schedules every live key of its purpose to retire at `retire_at`, in one
+    /// transaction.
+    pub async fn rotate_key(&self, key: KeyRecord, retire_at: Millis) -> Result<(), StoreError> {
+        use_case!(self, store => store.rotate_key(key, retire_at))
+    }
+
     /// Lists up to `limit` users, newest first.
     pub async fn list_users(&self, limit: u32) -> Result<Vec<UserRecord>, StoreError> {
         use_case!(self, store => store.list_users(limit))

@@ -97,3 +97,38 @@ async fn first_key_survives_a_restart_under_an_older_secret() {
     assert_eq!(keys.len(), 1);
     assert_eq!(before["keys"][0]["kid"], keys[0].kid.as_str());
 }
+
+#[tokio::test]
+async fn rotation_publishes_first_then_signs_after_the_grace() {
+    let app = TestApp::spawn().await;
+    let guest = app.guest().await;
+    let kid_of = |body: &Value| decode(body["token"].as_str().unwrap().split('.').next().unwrap())["kid"].clone();
+    let before: Value = app.get("/token", &guest.bearer()).await.json().await.unwrap();
+    let old_kid = kid_of(&before);
+
+    let secret = app.config.secret.clone().unwrap();
+    let cipher = doorman::core::keys::KeyCipher::new(&secret, &[]);
+    let grace = std::time::Duration::from_secs(900);
+    let new = doorman::core::jwt::rotate(app.handle().store(), &cipher, doorman::core::keys::Purpose::General, app.clock.now(), grace, grace)
+        .await
+        .unwrap();
+    app.handle().reload_keys().await.unwrap();
+
+    let jwks: Value = app.get("/jwks", &Creds::None).await.json().await.unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "the new key is published at once");
+    let during: Value = app.get("/token", &guest.bearer()).await.json().await.unwrap();
+    assert_eq!(kid_of(&during), old_kid, "the old key signs during the grace");
+
+    app.clock.advance(grace + std::time::Duration::from_secs(1));
+    app.handle().reload_keys().await.unwrap();
+    let after: Value = app.get("/token", &guest.bearer()).await.json().await.unwrap();
+    assert_eq!(kid_of(&after), new.kid.as_str(), "the new key signs after its activation");
+    let jwks: Value = app.get("/jwks", &Creds::None).await.json().await.unwrap();
+    verify(before["token"].as_str().unwrap(), &jwks);
+
+    app.clock.advance(grace);
+    app.handle().reload_keys().await.unwrap();
+    let jwks: Value = app.get("/jwks", &Creds::None).await.json().await.unwrap();
+    let kids: Vec<&Value> = jwks["keys"].as_array().unwrap().iter().map(|key| &key["kid"]).collect();
+    assert_eq!(kids, [&Value::from(new.kid.as_str())], "the old key retires once its last token expired");
+}

@@ -469,3 +469,20 @@ fn devices_commands_list_and_revoke() {
     assert!(!again);
     assert!(stderr.contains("already revoked"), "{stderr}");
 }
+
+#[test]
+fn keys_commands_rotate_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("DOORMAN_SECRET", SECRET)];
+
+    let (rotated, stdout, stderr) = run(dir.path(), &env, &["keys", "rotate", "--purpose", "sync", "--grace", "0s"]);
+    assert!(rotated, "{stderr}");
+    assert!(stdout.contains("(sync) signs from"), "{stdout}");
+
+    let (listed, stdout, _) = run(dir.path(), &env, &["keys", "list"]);
+    assert!(listed);
+    let sync: Vec<&str> = stdout.lines().filter(|line| line.contains(" sync ")).collect();
+    assert_eq!(sync.len(), 2, "{stdout}");
+    assert_eq!(stdout.lines().filter(|line| line.contains(" general ")).count(), 1, "{stdout}");
+    assert!(sync.iter().filter(|line| line.trim_end().ends_with('Z')).count() >= 1, "the old key has a retirement time: {stdout}");
+}

@@ -1,6 +1,7 @@
 //! Signing keys.
 
 use super::{map_error, PostgresStore};
+use crate::core::time::Millis;
 use crate::store::{KeyRecord, StoreError};
 
 const KEY_COLUMNS: &str = "kid, purpose, alg, public_jwk, private_key, created_at, activates_at, retired_at";
@@ -12,6 +13,29 @@ impl PostgresStore {
     pub async fn signing_keys(&self, purpose: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM signing_keys WHERE purpose = $1 ORDER BY activates_at, created_at");
         sqlx::query_as(&sql).bind(purpose).fetch_all(&self.pool).await.map_err(map_error)
+    }
+
+    pub async fn rotate_key(&self, key: KeyRecord, retire_at: Millis) -> Result<(), StoreError> {
+        let mut transaction = self.begin().await?;
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE purpose = $2 AND retired_at IS NULL")
+            .bind(retire_at.0)
+            .bind(&key.purpose)
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?;
+        let sql = format!("INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)");
+        sqlx::query(&sql)
+            .bind(&key.kid)
+            .bind(&key.purpose)
+            .bind(&key.alg)
+            .bind(&key.public_jwk)
+            .bind(&key.private_key)
+            .bind(key.created_at.0)
+            .bind(key.activates_at.0)
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?;
+        transaction.commit().await.map_err(map_error)
     }
 
     pub async fn create_first_key(&self, key: KeyRecord) -> Result<bool, StoreError> {

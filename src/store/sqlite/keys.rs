@@ -1,6 +1,7 @@
 //! Signing keys.
 
 use super::{map_error, SqliteStore};
+use crate::core::time::Millis;
 use crate::store::{KeyRecord, StoreError};
 
 const KEY_COLUMNS: &str = "kid, purpose, alg, public_jwk, private_key, created_at, activates_at, retired_at";
@@ -9,6 +10,34 @@ impl SqliteStore {
     pub async fn signing_keys(&self, purpose: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM signing_keys WHERE purpose = ? ORDER BY activates_at, created_at");
         sqlx::query_as(&sql).bind(purpose).fetch_all(&self.readers).await.map_err(map_error)
+    }
+
+    pub async fn rotate_key(&self, key: KeyRecord, retire_at: Millis) -> Result<(), StoreError> {
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE purpose = ? AND retired_at IS NULL")
+                        .bind(retire_at.0)
+                        .bind(&key.purpose)
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(map_error)?;
+                    let sql = format!("INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)");
+                    sqlx::query(&sql)
+                        .bind(&key.kid)
+                        .bind(&key.purpose)
+                        .bind(&key.alg)
+                        .bind(&key.public_jwk)
+                        .bind(&key.private_key)
+                        .bind(key.created_at.0)
+                        .bind(key.activates_at.0)
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(map_error)?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     pub async fn create_first_key(&self, key: KeyRecord) -> Result<bool, StoreError> {
