@@ -29,7 +29,7 @@ function uniqueEmail(label) {
   return `${label}-${randomUUID()}@example.com`;
 }
 
-// A value for `X-Device-ID`: letters, digits and '-', 43 characters.
+// A value for `X-Device-ID`: letters, digits and '-', 40 characters.
 function uniqueDeviceId() {
   return `e2e-${randomUUID()}`;
 }
@@ -103,8 +103,8 @@ async function fetchJwks(url) {
 const syncJwksURL = (doorman) => new URL(`${doorman.origin}${SYNC_BASE_PATH}/jwks`);
 const generalJwksURL = (doorman) => new URL(`${doorman.baseURL}/jwks`);
 
-// Verifies `token` as the PowerSync service does, with a new remote key set so no key cached by
-// an earlier test is used.
+// Verifies `token` with the JWKS, audience, algorithm and required claims that PowerSync checks.
+// Each call builds a new remote key set, so keys cached by an earlier test are not used.
 function verifyAsPowerSync(doorman, token, audience) {
   return jose.jwtVerify(token, jose.createRemoteJWKSet(syncJwksURL(doorman)), {
     audience,
@@ -234,7 +234,7 @@ describe("default sync settings", () => {
     }
   });
 
-  test("sync token is no session credential", async () => {
+  test("sync token opens no session", async () => {
     const { holder } = await signInUser(doorman, createBearerClient);
     const { body } = await fetchSyncToken(doorman, holder);
     const headers = { authorization: `Bearer ${body.token}` };
@@ -258,7 +258,7 @@ describe("default sync settings", () => {
       assert.equal(typeof response.body.message, "string");
       assert.equal(response.body.token, undefined);
 
-      // The guest was rejected before device registration, so no device row names it.
+      // A rejected guest must not register a device, so no device row names the guest.
       const devices = await doorman.cli("devices", "list", "--user", user.id);
       assert.equal(devices.code, 0, `doorman devices list failed:\n${devices.stderr}`);
       assert.equal(devices.stdout.includes(user.id), false, `a device was registered for the guest:\n${devices.stdout}`);
