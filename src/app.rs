@@ -11,7 +11,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info};
 
 use crate::config::Config;
+use crate::captcha;
 use crate::core::auth::Auth;
+use crate::core::bot_check::BotCheck;
 use crate::core::codes::{CodePolicy, CodeService};
 use crate::core::jwt::TokenIssuer;
 use crate::core::keys::KeyCipher;
@@ -62,7 +64,9 @@ impl Doorman {
             };
             SyncRoutes { gateway: SyncGateway::new(store.clone(), clock.clone(), tokens.clone(), policy), powersync_url }
         });
-        let state = AppState::new(&config, auth.clone(), codes, tokens.clone(), sync, limiter, store.clone())?;
+        let bot_check = captcha::from_config(&config.captcha)?
+            .map(|verifier| BotCheck::new(verifier, store.clone(), clock.clone(), config.captcha.endpoints.clone()));
+        let state = AppState::new(&config, auth.clone(), codes, tokens.clone(), sync, bot_check, limiter, store.clone())?;
         let router = http::router(state, &config.server.base_path, &config.sync.base_path);
 
         let (stop, stopped) = watch::channel(false);

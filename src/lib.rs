@@ -5,6 +5,7 @@
 //! tasks. The `doorman` binary is a thin command line over the same call.
 
 mod app;
+pub mod captcha;
 pub mod cli;
 pub mod config;
 pub mod core;

@@ -81,6 +81,7 @@ pub(super) fn check(config: &Config) -> anyhow::Result<()> {
     }
 
     check_sync(config, &mut problems);
+    check_captcha(config, &mut problems);
 
     if problems.is_empty() {
         Ok(())
@@ -116,5 +117,37 @@ fn check_sync(config: &Config, problems: &mut Vec<String>) {
     }
     if config.sync.max_devices == 0 {
         problems.push("`sync.max_devices` must be at least 1".into());
+    }
+}
+
+/// Prefixes of Cloudflare Turnstile's dummy secrets, which accept a well-known token.
+const TEST_SECRET_PREFIXES: [&str; 3] = ["1x0000", "2x0000", "3x0000"];
+
+fn check_captcha(config: &Config, problems: &mut Vec<String>) {
+    use super::CaptchaProvider;
+
+    let provider = config.captcha.provider;
+    if matches!(provider, CaptchaProvider::Turnstile | CaptchaProvider::Hcaptcha) && config.captcha.secret.is_none() {
+        problems.push("`captcha.secret` is required with a turnstile or hcaptcha provider".into());
+    }
+    if provider == CaptchaProvider::Altcha {
+        problems.push("`captcha.provider = \"altcha\"` is not supported yet; use turnstile or hcaptcha".into());
+    }
+
+    // Over http these are allowed, for local tests; a public deployment must guard guest creation.
+    let public = config.base_url().starts_with("https://");
+    if config.dev_mode || !public || !config.anonymous.enabled {
+        return;
+    }
+    if provider == CaptchaProvider::None && !config.captcha.allow_none {
+        problems.push(
+            "guests are enabled on an https base_url without a bot check: set `captcha.provider` (turnstile or \
+             hcaptcha), or `captcha.allow_none = true` to accept bots minting guests"
+                .into(),
+        );
+    }
+    let secret = config.captcha.secret.as_ref().map(|secret| secret.expose()).unwrap_or_default();
+    if provider == CaptchaProvider::Turnstile && TEST_SECRET_PREFIXES.iter().any(|prefix| secret.starts_with(prefix)) {
+        problems.push("`captcha.secret` is a Cloudflare test secret, which accepts a public dummy token".into());
     }
 }

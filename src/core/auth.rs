@@ -118,7 +118,15 @@ impl Auth {
             return Err(CoreError::GuestsDisabled);
         }
         self.reject_existing_session(presented).await?;
+        self.create_guest(client).await
+    }
 
+    /// Creates a guest user and its first session, with no check; callers run the checks of
+    /// [`Auth::sign_in_anonymous`] first.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn create_guest(&self, client: &ClientInfo) -> Result<Issued, CoreError> {
         let now = self.clock.now();
         let id = random::new_id();
         let user = UserRecord {

@@ -41,6 +41,15 @@ pub enum CoreError {
     /// The code could not be delivered.
     #[error("the email could not be delivered")]
     EmailDeliveryFailed,
+    /// A guarded endpoint was called without `x-captcha-response`.
+    #[error("missing bot-check token")]
+    MissingCaptchaResponse,
+    /// The bot-check token was used before, or the provider rejected it.
+    #[error("bot check failed")]
+    CaptchaVerificationFailed,
+    /// The bot check could not be done.
+    #[error("bot check unavailable")]
+    CaptchaUnavailable,
     /// A guest asked the sync gateway for access.
     #[error("anonymous users cannot sync")]
     AnonymousSyncForbidden,

@@ -6,6 +6,7 @@ pub mod events;
 pub mod jwt;
 pub mod keys;
 pub mod auth;
+pub mod bot_check;
 pub mod codes;
 pub mod error;
 pub mod otp;

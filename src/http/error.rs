@@ -100,6 +100,15 @@ pub enum ApiError {
     /// 503 `EMAIL_DELIVERY_FAILED`: the code could not be sent.
     #[error("The email could not be delivered; retry shortly")]
     EmailDeliveryFailed,
+    /// 400 `MISSING_CAPTCHA_RESPONSE`: a guarded endpoint without `x-captcha-response`.
+    #[error("Missing CAPTCHA response")]
+    MissingCaptchaResponse,
+    /// 403 `CAPTCHA_VERIFICATION_FAILED`: a token used before, or rejected by the provider.
+    #[error("Captcha verification failed")]
+    CaptchaVerificationFailed,
+    /// 503 `CAPTCHA_UNAVAILABLE`: the bot check could not be done; retry shortly.
+    #[error("The bot check is unavailable; retry shortly")]
+    CaptchaUnavailable,
     /// 403 `ORIGIN_NOT_ALLOWED`: a sync request from an untrusted origin.
     #[error("Origin not allowed")]
     OriginNotAllowed,
@@ -163,6 +172,9 @@ impl ApiError {
             TooManyAttempts => (StatusCode::FORBIDDEN, "TOO_MANY_ATTEMPTS"),
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             EmailDeliveryFailed => (StatusCode::SERVICE_UNAVAILABLE, "EMAIL_DELIVERY_FAILED"),
+            MissingCaptchaResponse => (StatusCode::BAD_REQUEST, "MISSING_CAPTCHA_RESPONSE"),
+            CaptchaVerificationFailed => (StatusCode::FORBIDDEN, "CAPTCHA_VERIFICATION_FAILED"),
+            CaptchaUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "CAPTCHA_UNAVAILABLE"),
             OriginNotAllowed => (StatusCode::FORBIDDEN, "ORIGIN_NOT_ALLOWED"),
             AnonymousSyncForbidden => (StatusCode::FORBIDDEN, "ANONYMOUS_SYNC_FORBIDDEN"),
             DeviceIdRequired => (StatusCode::BAD_REQUEST, "DEVICE_ID_REQUIRED"),
@@ -241,6 +253,9 @@ impl From<CoreError> for ApiError {
             CoreError::TooManyAttempts => ApiError::TooManyAttempts,
             CoreError::RateLimited { limit, retry_after } => ApiError::RateLimited { limit, retry_after },
             CoreError::EmailDeliveryFailed => ApiError::EmailDeliveryFailed,
+            CoreError::MissingCaptchaResponse => ApiError::MissingCaptchaResponse,
+            CoreError::CaptchaVerificationFailed => ApiError::CaptchaVerificationFailed,
+            CoreError::CaptchaUnavailable => ApiError::CaptchaUnavailable,
             CoreError::AnonymousSyncForbidden => ApiError::AnonymousSyncForbidden,
             CoreError::DeviceIdTaken => ApiError::DeviceIdTaken,
             CoreError::DeviceDisconnected => ApiError::DeviceDisconnected,

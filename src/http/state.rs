@@ -9,6 +9,7 @@ use super::cookies::CookieSettings;
 use super::origin::TrustedOrigins;
 use crate::config::Config;
 use crate::core::auth::Auth;
+use crate::core::bot_check::BotCheck;
 use crate::core::codes::CodeService;
 use crate::core::jwt::TokenIssuer;
 use crate::core::sync::SyncGateway;
@@ -30,6 +31,8 @@ pub struct Shared {
     pub auth: Arc<Auth>,
     pub codes: Arc<CodeService>,
     pub tokens: Arc<TokenIssuer>,
+    /// The bot check; `None` with `captcha.provider = "none"`.
+    pub bot_check: Option<BotCheck>,
     /// The sync gateway; `None` without `sync.powersync_url`, so its routes answer 404.
     pub sync: Option<SyncRoutes>,
     pub store: Store,
@@ -56,6 +59,7 @@ impl AppState {
         codes: Arc<CodeService>,
         tokens: Arc<TokenIssuer>,
         sync: Option<SyncRoutes>,
+        bot_check: Option<BotCheck>,
         limiter: Option<Arc<MemoryLimiter>>,
         store: Store,
     ) -> anyhow::Result<Self> {
@@ -74,6 +78,7 @@ impl AppState {
             codes,
             tokens,
             sync,
+            bot_check,
             store,
             signer: TokenSigner::new(secret, &config.secrets),
             cookies: CookieSettings::new(&config.session.cookie_prefix, base_url.starts_with("https://")),

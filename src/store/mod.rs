@@ -421,6 +421,17 @@ impl Store {
         use_case!(self, store => store.rotate_key(key, retire_at))
     }
 
+    /// Claims a bot-check token by its hash until `expires_at`; false when it is claimed already
+    /// and that claim has not expired.
+    pub async fn claim_token(&self, hash: &str, expires_at: Millis, now: Millis) -> Result<bool, StoreError> {
+        use_case!(self, store => store.claim_token(hash, expires_at, now))
+    }
+
+    /// Releases a claim, after the provider could not be asked.
+    pub async fn release_token(&self, hash: &str) -> Result<(), StoreError> {
+        use_case!(self, store => store.release_token(hash))
+    }
+
     /// Lists up to `limit` users, newest first.
     pub async fn list_users(&self, limit: u32) -> Result<Vec<UserRecord>, StoreError> {
         use_case!(self, store => store.list_users(limit))

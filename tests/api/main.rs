@@ -3,6 +3,7 @@
 
 mod anonymous;
 mod bad_input;
+mod captcha;
 mod email_otp;
 mod harness;
 mod jwt;
@@ -12,5 +13,6 @@ mod process;
 mod profile;
 mod proxy;
 mod sessions;
+mod siteverify;
 mod smtp;
 mod sync;

@@ -213,3 +213,30 @@ fn sync_audience_must_differ_from_the_general_audience() {
     assert!(message.contains("sync.audience"), "{message}");
     assert!(message.contains("sync.token_ttl"), "{message}");
 }
+
+#[test]
+fn public_guests_need_a_bot_check() {
+    let public = [("DOORMAN_SECRET", SECRET), ("DOORMAN_SERVER__BASE_URL", "https://auth.example.com"), ("DOORMAN_ANONYMOUS__ENABLED", "true")];
+
+    let error = load_env(&public).unwrap_err();
+    assert!(format!("{error:#}").contains("without a bot check"), "{error:#}");
+
+    let mut allowed = public.to_vec();
+    allowed.push(("DOORMAN_CAPTCHA__ALLOW_NONE", "true"));
+    assert!(load_env(&allowed).is_ok());
+
+    let mut test_secret = public.to_vec();
+    test_secret.push(("DOORMAN_CAPTCHA__PROVIDER", "turnstile"));
+    test_secret.push(("DOORMAN_CAPTCHA__SECRET", "1x0000000000000000000000000000000AA"));
+    let error = load_env(&test_secret).unwrap_err();
+    assert!(format!("{error:#}").contains("Cloudflare test secret"), "{error:#}");
+
+    let local = [("DOORMAN_SECRET", SECRET), ("DOORMAN_ANONYMOUS__ENABLED", "true"), ("DOORMAN_CAPTCHA__PROVIDER", "turnstile"), ("DOORMAN_CAPTCHA__SECRET", "1x0000000000000000000000000000000AA")];
+    assert!(load_env(&local).is_ok(), "over http both are allowed, for local tests");
+}
+
+#[test]
+fn providers_need_a_secret() {
+    let error = load_env(&[("DOORMAN_SECRET", SECRET), ("DOORMAN_CAPTCHA__PROVIDER", "hcaptcha")]).unwrap_err();
+    assert!(format!("{error:#}").contains("captcha.secret"), "{error:#}");
+}

@@ -16,7 +16,7 @@ use crate::http::wire::{clear_session, signed_in};
 
 /// Creates a guest and its session. Checks run in this order: origin (the router-wide rule, then
 /// the sign-in Fetch Metadata rule), guests enabled, the `sign_in` and `guest_create` limits, the
-/// fixation guard, then the write.
+/// fixation guard, the bot check, then the write.
 pub async fn sign_in_anonymous(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -30,8 +30,10 @@ pub async fn sign_in_anonymous(
     }
     let key = client.ip_address.parse().map(ip_key).unwrap_or_default();
     rate_limit::check(&state, rate_limit::rules_for(Some(rate_limit::ANONYMOUS_SIGN_IN)), &key)?;
+    state.auth.reject_existing_session(presented.as_ref()).await?;
+    bot_check(&state, rate_limit::ANONYMOUS_SIGN_IN, &headers, &client.ip_address).await?;
 
-    let issued = state.auth.sign_in_anonymous(presented.as_ref(), &client).await?;
+    let issued = state.auth.create_guest(&client).await?;
     Ok(signed_in(&state, &issued))
 }
 
@@ -50,4 +52,17 @@ pub async fn delete_anonymous_user(
     let mut response = Json(SuccessResponse { success: true }).into_response();
     clear_session(&state, response.headers_mut());
     Ok(response)
+}
+
+/// Header that carries the bot-check token, as Better Auth's captcha plugin reads it.
+const CAPTCHA_HEADER: &str = "x-captcha-response";
+
+/// Runs the bot check when `path` is one of `captcha.endpoints`.
+pub async fn bot_check(state: &AppState, path: &str, headers: &HeaderMap, ip_address: &str) -> Result<(), ApiError> {
+    let Some(check) = state.bot_check.as_ref().filter(|check| check.guards(path)) else {
+        return Ok(());
+    };
+    let token = headers.get(CAPTCHA_HEADER).and_then(|value| value.to_str().ok());
+    let remote_ip = Some(ip_address).filter(|ip| !ip.is_empty());
+    Ok(check.check(token, remote_ip).await?)
 }

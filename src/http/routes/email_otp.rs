@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::core::email::Email;
 use crate::core::rate_limit::ip_key;
 use crate::http::error::ApiError;
+use crate::http::routes::anonymous::bot_check;
 use crate::http::extract::{Client, JsonBody, Presented};
 use crate::http::state::AppState;
 use crate::http::wire::signed_in;
@@ -24,6 +25,7 @@ pub struct SendBody {
 pub async fn send_verification_otp(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Client(client): Client,
     JsonBody(body): JsonBody<SendBody>,
 ) -> Result<Response, ApiError> {
     state.origins.check_sign_in(&headers)?;
@@ -31,6 +33,7 @@ pub async fn send_verification_otp(
     if body.kind != "sign-in" {
         return Err(ApiError::UnsupportedOtpType);
     }
+    bot_check(&state, "/email-otp/send-verification-otp", &headers, &client.ip_address).await?;
 
     state.codes.send_code(&email).await?;
     Ok(Json(serde_json::json!({ "success": true })).into_response())

@@ -1,4 +1,4 @@
-//! Signing keys.
+//! Signing keys and spent bot-check tokens.
 
 use super::{map_error, PostgresStore};
 use crate::core::time::Millis;
@@ -62,5 +62,26 @@ impl PostgresStore {
             .map_err(map_error)?;
         transaction.commit().await.map_err(map_error)?;
         Ok(result.rows_affected() == 1)
+    }
+}
+
+impl PostgresStore {
+    pub async fn claim_token(&self, hash: &str, expires_at: Millis, now: Millis) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO spent_tokens (hash, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (hash) DO UPDATE SET expires_at = excluded.expires_at WHERE spent_tokens.expires_at <= $3",
+        )
+        .bind(hash)
+        .bind(expires_at.0)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn release_token(&self, hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM spent_tokens WHERE hash = $1").bind(hash).execute(&self.pool).await.map_err(map_error)?;
+        Ok(())
     }
 }

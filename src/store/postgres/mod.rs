@@ -201,6 +201,11 @@ impl PostgresStore {
             .await
             .map_err(map_error)?
             .rows_affected();
+        sqlx::query("DELETE FROM spent_tokens WHERE expires_at <= $1")
+            .bind(now.0)
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?;
         transaction.commit().await.map_err(map_error)?;
         Ok(SweepCounts { sessions, verifications })
     }

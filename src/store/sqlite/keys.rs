@@ -1,4 +1,4 @@
-//! Signing keys.
+//! Signing keys and spent bot-check tokens.
 
 use super::{map_error, SqliteStore};
 use crate::core::time::Millis;
@@ -63,6 +63,41 @@ impl SqliteStore {
                         .await
                         .map_err(map_error)?;
                     Ok(result.rows_affected() == 1)
+                })
+            })
+            .await
+    }
+}
+
+impl SqliteStore {
+    pub async fn claim_token(&self, hash: &str, expires_at: Millis, now: Millis) -> Result<bool, StoreError> {
+        let hash = hash.to_string();
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    let result = sqlx::query(
+                        "INSERT INTO spent_tokens (hash, expires_at) VALUES (?, ?) \
+                         ON CONFLICT (hash) DO UPDATE SET expires_at = excluded.expires_at WHERE spent_tokens.expires_at <= ?",
+                    )
+                    .bind(&hash)
+                    .bind(expires_at.0)
+                    .bind(now.0)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(map_error)?;
+                    Ok(result.rows_affected() == 1)
+                })
+            })
+            .await
+    }
+
+    pub async fn release_token(&self, hash: &str) -> Result<(), StoreError> {
+        let hash = hash.to_string();
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    sqlx::query("DELETE FROM spent_tokens WHERE hash = ?").bind(&hash).execute(&mut *connection).await.map_err(map_error)?;
+                    Ok(())
                 })
             })
             .await

@@ -206,6 +206,7 @@ impl SqliteStore {
     pub async fn sweep_expired(&self, now: Millis) -> Result<SweepCounts, StoreError> {
         let sessions = self.execute("DELETE FROM sessions WHERE expires_at <= ?", arguments![now.0]).await?;
         let verifications = self.execute("DELETE FROM verifications WHERE expires_at <= ?", arguments![now.0]).await?;
+        self.execute("DELETE FROM spent_tokens WHERE expires_at <= ?", arguments![now.0]).await?;
         Ok(SweepCounts { sessions, verifications })
     }
 

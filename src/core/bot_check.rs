@@ -1,0 +1,75 @@
+//! The bot check in front of guest creation and code sending: one claim per token, then the
+//! provider's verdict.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tracing::{debug, error};
+
+use super::error::CoreError;
+use super::time::Clock;
+use crate::captcha::{CaptchaVerifier, Verdict, MAX_TOKEN_BYTES};
+use crate::store::Store;
+
+/// How long a claim lasts: longer than any provider keeps a token valid (Turnstile: 300 s).
+const CLAIM_LIFETIME: Duration = Duration::from_secs(600);
+
+/// Checks bot-check tokens on the configured endpoints.
+pub struct BotCheck {
+    verifier: Box<dyn CaptchaVerifier>,
+    store: Store,
+    clock: Clock,
+    /// Paths under the base path that require a token.
+    endpoints: Vec<String>,
+}
+
+impl BotCheck {
+    pub fn new(verifier: Box<dyn CaptchaVerifier>, store: Store, clock: Clock, endpoints: Vec<String>) -> Self {
+        Self { verifier, store, clock, endpoints }
+    }
+
+    /// True when `path` (under the base path) requires a token.
+    pub fn guards(&self, path: &str) -> bool {
+        self.endpoints.iter().any(|endpoint| endpoint == path)
+    }
+
+    /// Claims the token's hash, then asks the provider. A token passes at most once, on any
+    /// instance, because the claim comes first; the claim is released only when the provider
+    /// could not be asked, so the visitor may retry with the same token.
+    ///
+    /// # Errors
+    /// `MissingCaptchaResponse`, `CaptchaVerificationFailed` (claimed before, or rejected), or
+    /// `CaptchaUnavailable` (provider timeout or error, misconfiguration, store unreachable).
+    pub async fn check(&self, token: Option<&str>, remote_ip: Option<&str>) -> Result<(), CoreError> {
+        let token = token.map(str::trim).filter(|token| !token.is_empty()).ok_or(CoreError::MissingCaptchaResponse)?;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(CoreError::CaptchaVerificationFailed);
+        }
+
+        let hash: String = Sha256::digest(token.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect();
+        let now = self.clock.now();
+        let claimed = self.store.claim_token(&hash, now + CLAIM_LIFETIME, now).await.map_err(|error| {
+            error!(error = format!("{error:#}"), "claiming a bot-check token failed");
+            CoreError::CaptchaUnavailable
+        })?;
+        if !claimed {
+            debug!("bot-check token was used before");
+            return Err(CoreError::CaptchaVerificationFailed);
+        }
+
+        match self.verifier.verify(token, remote_ip).await {
+            Verdict::Passed => Ok(()),
+            Verdict::Rejected(reason) => {
+                debug!(%reason, "bot-check token rejected");
+                Err(CoreError::CaptchaVerificationFailed)
+            }
+            Verdict::Unavailable(reason) => {
+                error!(%reason, "bot check unavailable");
+                if let Err(error) = self.store.release_token(&hash).await {
+                    error!(error = format!("{error:#}"), "releasing a bot-check token failed");
+                }
+                Err(CoreError::CaptchaUnavailable)
+            }
+        }
+    }
+}
