@@ -13,14 +13,16 @@ use tracing::{debug, error, info};
 use crate::config::Config;
 use crate::captcha;
 use crate::core::auth::Auth;
-use crate::core::bot_check::BotCheck;
+use crate::core::bot_check::{BotCheck, TokenClaims};
 use crate::core::codes::{CodePolicy, CodeService};
 use crate::core::jwt::TokenIssuer;
 use crate::core::keys::KeyCipher;
 use crate::core::sync::{SyncGateway, SyncPolicy};
 use crate::http::state::SyncRoutes;
 use crate::core::otp::CodeHasher;
-use crate::core::rate_limit::{Limits, MemoryLimiter};
+use crate::core::rate_limit::{Limits, MemoryLimiter, RateLimiter};
+use crate::config::RateLimitBackend;
+use crate::redis_store::RedisStore;
 use crate::mail;
 use crate::core::error::CoreError;
 use crate::core::session::SessionPolicy;
@@ -53,7 +55,8 @@ impl Doorman {
 
         let policy = SessionPolicy::from_config(&config.session);
         let auth = Arc::new(Auth::new(store.clone(), clock.clone(), policy, config.anonymous.enabled));
-        let limiter = limiter(&config, clock.clone())?;
+        let redis = redis(&config).await?;
+        let limiter = limiter(&config, clock.clone(), redis.as_ref())?;
         let codes = Arc::new(code_service(&config, auth.clone(), limiter.clone())?);
         let tokens = Arc::new(token_issuer(&config, store.clone(), clock.clone()).await?);
         let sync = config.sync.powersync_url.clone().map(|powersync_url| {
@@ -64,8 +67,12 @@ impl Doorman {
             };
             SyncRoutes { gateway: SyncGateway::new(store.clone(), clock.clone(), tokens.clone(), policy), powersync_url }
         });
+        let claims = match redis {
+            Some(redis) => TokenClaims::Redis(redis),
+            None => TokenClaims::Database(store.clone()),
+        };
         let bot_check = captcha::from_config(&config.captcha)?
-            .map(|verifier| BotCheck::new(verifier, store.clone(), clock.clone(), config.captcha.endpoints.clone()));
+            .map(|verifier| BotCheck::new(verifier, claims, clock.clone(), config.captcha.endpoints.clone()));
         let state = AppState::new(&config, auth.clone(), codes, tokens.clone(), sync, bot_check, limiter, store.clone())?;
         let router = http::router(state, &config.server.base_path, &config.sync.base_path);
 
@@ -110,15 +117,28 @@ const LIMITER_CAPACITY: usize = 100_000;
 
 /// The in-memory limiter shared by the route limits and the code limits; `None` when
 /// `rate_limit.enabled = false`.
-fn limiter(config: &Config, clock: Clock) -> anyhow::Result<Option<Arc<MemoryLimiter>>> {
+/// The Redis connection of `rate_limit.backend = "redis"`, which also keeps spent bot-check tokens.
+async fn redis(config: &Config) -> anyhow::Result<Option<RedisStore>> {
+    if config.rate_limit.backend != RateLimitBackend::Redis {
+        return Ok(None);
+    }
+    let url = config.rate_limit.redis_url.as_deref().context("rate_limit.redis_url is required with the redis backend")?;
+    Ok(Some(RedisStore::connect(url, &config.rate_limit.redis_prefix).await?))
+}
+
+fn limiter(config: &Config, clock: Clock, redis: Option<&RedisStore>) -> anyhow::Result<Option<Arc<RateLimiter>>> {
     if !config.rate_limit.enabled {
         return Ok(None);
     }
     let limits = Limits::from_config(&config.rate_limit).map_err(anyhow::Error::msg)?;
-    Ok(Some(Arc::new(MemoryLimiter::new(limits, clock, LIMITER_CAPACITY))))
+    let limiter = match redis {
+        Some(redis) => RateLimiter::Redis { redis: redis.clone(), limits },
+        None => RateLimiter::Memory(MemoryLimiter::new(limits, clock, LIMITER_CAPACITY)),
+    };
+    Ok(Some(Arc::new(limiter)))
 }
 
-fn code_service(config: &Config, auth: Arc<Auth>, limiter: Option<Arc<MemoryLimiter>>) -> anyhow::Result<CodeService> {
+fn code_service(config: &Config, auth: Arc<Auth>, limiter: Option<Arc<RateLimiter>>) -> anyhow::Result<CodeService> {
     let secret = config.secret.as_ref().context("`secret` is missing")?;
     let host = url::Url::parse(&config.base_url()).ok().and_then(|url| url.host_str().map(str::to_string));
     let default_from = format!("no-reply@{}", host.unwrap_or_else(|| "localhost".into()));

@@ -12,6 +12,7 @@ pub mod core;
 pub mod http;
 pub mod mail;
 pub mod server;
+pub mod redis_store;
 pub mod store;
 pub mod telemetry;
 

@@ -71,6 +71,9 @@ pub(super) fn check(config: &Config) -> anyhow::Result<()> {
     if !(6..=10).contains(&config.email_otp.length) {
         problems.push(format!("`email_otp.length` must be 6 to 10 digits; found {}", config.email_otp.length));
     }
+    if config.rate_limit.backend == super::RateLimitBackend::Redis && config.rate_limit.redis_url.is_none() {
+        problems.push("`rate_limit.redis_url` is required with `rate_limit.backend = \"redis\"`".into());
+    }
     if config.email_otp.max_attempts == 0 {
         problems.push("`email_otp.max_attempts` must be at least 1".into());
     }

@@ -280,13 +280,21 @@ pub struct RateLimitConfig {
     pub enabled: bool,
     pub backend: RateLimitBackend,
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub redis_prefix: String,
     /// Overrides by rule name: `session_read`, `sign_in`, `guest_create`, `code_send`, `code_fail`.
     pub rules: BTreeMap<String, RateRule>,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self { enabled: true, backend: RateLimitBackend::Memory, redis_url: None, rules: BTreeMap::new() }
+        Self {
+            enabled: true,
+            backend: RateLimitBackend::Memory,
+            redis_url: None,
+            redis_prefix: "doorman".into(),
+            rules: BTreeMap::new(),
+        }
     }
 }
 

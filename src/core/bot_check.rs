@@ -7,25 +7,48 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, error};
 
 use super::error::CoreError;
-use super::time::Clock;
+use super::time::{Clock, Millis};
+use crate::redis_store::RedisStore;
 use crate::captcha::{CaptchaVerifier, Verdict, MAX_TOKEN_BYTES};
 use crate::store::Store;
 
 /// How long a claim lasts: longer than any provider keeps a token valid (Turnstile: 300 s).
 const CLAIM_LIFETIME: Duration = Duration::from_secs(600);
 
+/// Where claimed tokens are kept: the database, or Redis with the Redis rate-limit backend.
+pub enum TokenClaims {
+    Database(Store),
+    Redis(RedisStore),
+}
+
+impl TokenClaims {
+    async fn claim(&self, hash: &str, now: Millis) -> anyhow::Result<bool> {
+        match self {
+            TokenClaims::Database(store) => Ok(store.claim_token(hash, now + CLAIM_LIFETIME, now).await?),
+            TokenClaims::Redis(redis) => redis.claim(hash, CLAIM_LIFETIME).await,
+        }
+    }
+
+    async fn release(&self, hash: &str) -> anyhow::Result<()> {
+        match self {
+            TokenClaims::Database(store) => Ok(store.release_token(hash).await?),
+            TokenClaims::Redis(redis) => redis.release(hash).await,
+        }
+    }
+}
+
 /// Checks bot-check tokens on the configured endpoints.
 pub struct BotCheck {
     verifier: Box<dyn CaptchaVerifier>,
-    store: Store,
+    claims: TokenClaims,
     clock: Clock,
     /// Paths under the base path that require a token.
     endpoints: Vec<String>,
 }
 
 impl BotCheck {
-    pub fn new(verifier: Box<dyn CaptchaVerifier>, store: Store, clock: Clock, endpoints: Vec<String>) -> Self {
-        Self { verifier, store, clock, endpoints }
+    pub fn new(verifier: Box<dyn CaptchaVerifier>, claims: TokenClaims, clock: Clock, endpoints: Vec<String>) -> Self {
+        Self { verifier, claims, clock, endpoints }
     }
 
     /// True when `path` (under the base path) requires a token.
@@ -48,7 +71,7 @@ impl BotCheck {
 
         let hash: String = Sha256::digest(token.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect();
         let now = self.clock.now();
-        let claimed = self.store.claim_token(&hash, now + CLAIM_LIFETIME, now).await.map_err(|error| {
+        let claimed = self.claims.claim(&hash, now).await.map_err(|error| {
             error!(error = format!("{error:#}"), "claiming a bot-check token failed");
             CoreError::CaptchaUnavailable
         })?;
@@ -65,7 +88,7 @@ impl BotCheck {
             }
             Verdict::Unavailable(reason) => {
                 error!(%reason, "bot check unavailable");
-                if let Err(error) = self.store.release_token(&hash).await {
+                if let Err(error) = self.claims.release(&hash).await {
                     error!(error = format!("{error:#}"), "releasing a bot-check token failed");
                 }
                 Err(CoreError::CaptchaUnavailable)

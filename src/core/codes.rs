@@ -11,7 +11,7 @@ use super::email::Email;
 use super::error::CoreError;
 use super::otp::{sign_in_identifier, CodeHasher, OtpCode};
 use super::random;
-use super::rate_limit::{Decision, MemoryLimiter, Rule};
+use super::rate_limit::{Decision, RateLimiter, Rule};
 use super::session::ClientInfo;
 use super::token::SessionToken;
 use crate::mail::{CodeMessage, Mailer};
@@ -33,7 +33,7 @@ pub struct CodeService {
     auth: Arc<Auth>,
     hasher: CodeHasher,
     mailer: Box<dyn Mailer>,
-    limiter: Option<Arc<MemoryLimiter>>,
+    limiter: Option<Arc<RateLimiter>>,
     policy: CodePolicy,
     /// Codes burned by too many wrong tries since start.
     burned: AtomicU64,
@@ -44,7 +44,7 @@ impl CodeService {
         auth: Arc<Auth>,
         hasher: CodeHasher,
         mailer: Box<dyn Mailer>,
-        limiter: Option<Arc<MemoryLimiter>>,
+        limiter: Option<Arc<RateLimiter>>,
         policy: CodePolicy,
     ) -> Self {
         Self { auth, hasher, mailer, limiter, policy, burned: AtomicU64::new(0) }
@@ -67,7 +67,7 @@ impl CodeService {
         // A send counts once it is done, so a delivery failure ("retry shortly") does not use up
         // the budget; concurrent sends may pass the limit by the number in flight.
         if let Some(limiter) = &self.limiter {
-            if let Some(Decision::Limited { limit, retry_after }) = limiter.peek(Rule::CodeSend, email.as_str()) {
+            if let Some(Decision::Limited { limit, retry_after }) = limiter.peek(Rule::CodeSend, email.as_str()).await? {
                 return Err(CoreError::RateLimited { limit, retry_after });
             }
         }
@@ -84,7 +84,7 @@ impl CodeService {
         };
         let issued = self.auth.store().issue_code(new_code, self.policy.max_attempts).await?;
         if issued.burned {
-            self.count_send(email);
+            self.count_send(email).await?;
             debug!(verification_id = %issued.verification_id, "code is burned; no message sent");
             return Ok(());
         }
@@ -94,15 +94,16 @@ impl CodeService {
             error!(verification_id = %issued.verification_id, error = %failure, "sending a sign-in code failed");
             return Err(CoreError::EmailDeliveryFailed);
         }
-        self.count_send(email);
+        self.count_send(email).await?;
         debug!(verification_id = %issued.verification_id, "sign-in code sent");
         Ok(())
     }
 
-    fn count_send(&self, email: &Email) {
+    async fn count_send(&self, email: &Email) -> Result<(), CoreError> {
         if let Some(limiter) = &self.limiter {
-            limiter.hit(Rule::CodeSend, email.as_str());
+            limiter.hit(Rule::CodeSend, email.as_str()).await?;
         }
+        Ok(())
     }
 
     /// Checks the code and signs the email's user in, creating the user on first sign-in. When the
@@ -120,7 +121,7 @@ impl CodeService {
         client_key: &str,
     ) -> Result<Issued, CoreError> {
         if let Some(limiter) = &self.limiter {
-            if let Some(Decision::Limited { limit, retry_after }) = limiter.peek(Rule::CodeFail, client_key) {
+            if let Some(Decision::Limited { limit, retry_after }) = limiter.peek(Rule::CodeFail, client_key).await? {
                 return Err(CoreError::RateLimited { limit, retry_after });
             }
         }
@@ -128,16 +129,16 @@ impl CodeService {
         let identifier = sign_in_identifier(email);
         let now = self.auth.now();
         let verification_id = match self.auth.store().reserve_code_attempt(&identifier, self.policy.max_attempts, now).await? {
-            CodeAttempt::Missing => return Err(self.failed(client_key, CoreError::InvalidOtp)),
-            CodeAttempt::Expired => return Err(self.failed(client_key, CoreError::OtpExpired)),
-            CodeAttempt::Burned { .. } => return Err(self.failed(client_key, CoreError::TooManyAttempts)),
+            CodeAttempt::Missing => return Err(self.failed(client_key, CoreError::InvalidOtp).await),
+            CodeAttempt::Expired => return Err(self.failed(client_key, CoreError::OtpExpired).await),
+            CodeAttempt::Burned { .. } => return Err(self.failed(client_key, CoreError::TooManyAttempts).await),
             CodeAttempt::Reserved { verification_id, value_hash, attempts } => {
                 if !self.hasher.matches(&identifier, candidate, &value_hash) {
                     if attempts >= self.policy.max_attempts {
                         self.burned.fetch_add(1, Ordering::Relaxed);
                         warn!(%verification_id, burned_total = self.burned_codes(), "code burned after too many wrong tries");
                     }
-                    return Err(self.failed(client_key, CoreError::InvalidOtp));
+                    return Err(self.failed(client_key, CoreError::InvalidOtp).await);
                 }
                 verification_id
             }
@@ -172,9 +173,11 @@ impl CodeService {
     }
 
     /// Counts a failed code for the client address and passes the error on.
-    fn failed(&self, client_key: &str, error: CoreError) -> CoreError {
+    async fn failed(&self, client_key: &str, error: CoreError) -> CoreError {
         if let Some(limiter) = &self.limiter {
-            limiter.hit(Rule::CodeFail, client_key);
+            if let Err(unavailable) = limiter.hit(Rule::CodeFail, client_key).await {
+                return unavailable;
+            }
         }
         error
     }

@@ -62,6 +62,9 @@ pub enum CoreError {
     /// The user has `sync.max_devices` devices already.
     #[error("the device limit is reached")]
     DeviceLimitReached,
+    /// The rate limiter's shared store cannot be reached.
+    #[error("the rate limiter is unavailable")]
+    LimiterUnavailable,
     /// No signing key is active and readable by the configured secrets.
     #[error("no signing key is available")]
     NoSigningKey,

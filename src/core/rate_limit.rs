@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::error::CoreError;
 use super::time::{Clock, Millis};
+use crate::redis_store::RedisStore;
 use crate::config::RateLimitConfig;
 
 /// A named rate-limit rule.
@@ -203,6 +205,41 @@ fn evict(state: &mut State, capacity: usize) {
         let windows = &state.windows;
         state.order.retain(|(id, generation)| windows.get(id).is_some_and(|window| window.generation == *generation));
     }
+}
+
+/// The configured limiter: counters in this process, or in Redis shared by every instance.
+pub enum RateLimiter {
+    Memory(MemoryLimiter),
+    Redis { redis: RedisStore, limits: Limits },
+}
+
+impl RateLimiter {
+    /// Counts one hit of `key` under `rule` and decides whether it passes.
+    ///
+    /// # Errors
+    /// `LimiterUnavailable` when Redis cannot be reached.
+    pub async fn hit(&self, rule: Rule, key: &str) -> Result<Decision, CoreError> {
+        match self {
+            RateLimiter::Memory(limiter) => Ok(limiter.hit(rule, key)),
+            RateLimiter::Redis { redis, limits } => redis.hit(rule, key, limits.get(rule)).await.map_err(unavailable),
+        }
+    }
+
+    /// Returns the limited decision `key` would get now, without counting.
+    ///
+    /// # Errors
+    /// `LimiterUnavailable` when Redis cannot be reached.
+    pub async fn peek(&self, rule: Rule, key: &str) -> Result<Option<Decision>, CoreError> {
+        match self {
+            RateLimiter::Memory(limiter) => Ok(limiter.peek(rule, key)),
+            RateLimiter::Redis { redis, limits } => redis.peek(rule, key, limits.get(rule)).await.map_err(unavailable),
+        }
+    }
+}
+
+fn unavailable(error: anyhow::Error) -> CoreError {
+    tracing::error!(error = format!("{error:#}"), "the rate limiter's Redis is unavailable");
+    CoreError::LimiterUnavailable
 }
 
 #[cfg(test)]

@@ -260,6 +260,7 @@ impl From<CoreError> for ApiError {
             CoreError::DeviceIdTaken => ApiError::DeviceIdTaken,
             CoreError::DeviceDisconnected => ApiError::DeviceDisconnected,
             CoreError::DeviceLimitReached => ApiError::DeviceLimitReached,
+            CoreError::LimiterUnavailable => ApiError::Unavailable(anyhow::anyhow!("the rate limiter is unavailable")),
             CoreError::NoSigningKey => ApiError::Internal(anyhow::anyhow!("no signing key is available")),
             CoreError::Store(error) => error.into(),
         }

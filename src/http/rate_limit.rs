@@ -37,7 +37,7 @@ pub async fn limit_requests(State(state): State<AppState>, request: Request, nex
     }
 
     let key = client_key(&state, &request);
-    if let Err(error) = check(&state, rules_for(relative), &key) {
+    if let Err(error) = check(&state, rules_for(relative), &key).await {
         return error.into_response();
     }
     next.run(request).await
@@ -51,11 +51,12 @@ pub fn client_key(state: &AppState, request: &Request) -> String {
 /// Counts one hit of `key` under each rule, stopping at the first that is exhausted.
 ///
 /// # Errors
-/// `RateLimited` with the time until the exhausted rule's window closes.
-pub fn check(state: &AppState, rules: &[Rule], key: &str) -> Result<(), ApiError> {
+/// `RateLimited` with the time until the exhausted rule's window closes, or 503 when the shared
+/// limiter cannot be reached.
+pub async fn check(state: &AppState, rules: &[Rule], key: &str) -> Result<(), ApiError> {
     let Some(limiter) = &state.limiter else { return Ok(()) };
     for rule in rules {
-        if let Decision::Limited { limit, retry_after } = limiter.hit(*rule, key) {
+        if let Decision::Limited { limit, retry_after } = limiter.hit(*rule, key).await? {
             tracing::debug!(rule = rule.name(), "rate limit reached");
             return Err(ApiError::RateLimited { limit, retry_after });
         }

@@ -13,7 +13,7 @@ use crate::core::bot_check::BotCheck;
 use crate::core::codes::CodeService;
 use crate::core::jwt::TokenIssuer;
 use crate::core::sync::SyncGateway;
-use crate::core::rate_limit::MemoryLimiter;
+use crate::core::rate_limit::RateLimiter;
 use crate::core::token::TokenSigner;
 use crate::store::Store;
 
@@ -46,7 +46,7 @@ pub struct Shared {
     pub bearer_require_signature: bool,
     pub request_timeout: Duration,
     /// The route limits; `None` when `rate_limit.enabled = false`.
-    pub limiter: Option<Arc<MemoryLimiter>>,
+    pub limiter: Option<Arc<RateLimiter>>,
     pub base_path: String,
 }
 
@@ -60,7 +60,7 @@ impl AppState {
         tokens: Arc<TokenIssuer>,
         sync: Option<SyncRoutes>,
         bot_check: Option<BotCheck>,
-        limiter: Option<Arc<MemoryLimiter>>,
+        limiter: Option<Arc<RateLimiter>>,
         store: Store,
     ) -> anyhow::Result<Self> {
         let secret = config.secret.as_ref().ok_or_else(|| anyhow::anyhow!("`secret` is missing"))?;

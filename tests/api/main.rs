@@ -12,6 +12,7 @@ mod postgres;
 mod process;
 mod profile;
 mod proxy;
+mod redis;
 mod sessions;
 mod siteverify;
 mod smtp;

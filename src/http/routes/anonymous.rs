@@ -29,7 +29,7 @@ pub async fn sign_in_anonymous(
         return Err(ApiError::NotFound);
     }
     let key = client.ip_address.parse().map(ip_key).unwrap_or_default();
-    rate_limit::check(&state, rate_limit::rules_for(Some(rate_limit::ANONYMOUS_SIGN_IN)), &key)?;
+    rate_limit::check(&state, rate_limit::rules_for(Some(rate_limit::ANONYMOUS_SIGN_IN)), &key).await?;
     state.auth.reject_existing_session(presented.as_ref()).await?;
     bot_check(&state, rate_limit::ANONYMOUS_SIGN_IN, &headers, &client.ip_address).await?;
 

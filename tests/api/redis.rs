@@ -1,0 +1,86 @@
+//! Tests against the running Redis (`DOORMAN_TEST_REDIS_URL`, default redis://127.0.0.1:6379):
+//! limits and spent bot-check tokens shared by instances.
+
+use doorman::config::{CaptchaProvider, RateLimitBackend, RateRule};
+use doorman::core::secret::Secret;
+use serde_json::json;
+
+use crate::harness::{error_code, TestApp};
+use crate::proxy::TcpProxy;
+use crate::siteverify::{self, Siteverify, DUMMY_TOKEN};
+
+fn redis_url() -> String {
+    std::env::var("DOORMAN_TEST_REDIS_URL").ok().filter(|url| !url.is_empty()).unwrap_or_else(|| "redis://127.0.0.1:6379".into())
+}
+
+/// Starts an app on its own database that shares Redis keys under `prefix` and asks `provider`.
+async fn instance(prefix: &str, redis: &str, provider: &Siteverify) -> TestApp {
+    let (prefix, redis, verify_url) = (prefix.to_string(), redis.to_string(), provider.url());
+    TestApp::spawn_with(move |config| {
+        config.rate_limit.backend = RateLimitBackend::Redis;
+        config.rate_limit.redis_url = Some(redis);
+        config.rate_limit.redis_prefix = prefix;
+        config.rate_limit.rules.insert("sign_in".into(), RateRule { max: 3, window: "60s".parse().unwrap() });
+        config.captcha.provider = CaptchaProvider::Turnstile;
+        config.captcha.secret = Some(Secret::new(siteverify::PASSING_SECRET));
+        config.captcha.verify_url = Some(verify_url);
+    })
+    .await
+}
+
+async fn sign_in(app: &TestApp, token: &str) -> reqwest::Response {
+    app.client.post(app.url("/sign-in/anonymous")).header("x-captcha-response", token).json(&json!({})).send().await.unwrap()
+}
+
+fn prefix() -> String {
+    format!("doorman-test-{}", doorman::core::random::alphanumeric(12))
+}
+
+#[tokio::test]
+async fn token_passes_once_across_instances() {
+    let provider = Siteverify::start().await;
+    let prefix = prefix();
+    let first = instance(&prefix, &redis_url(), &provider).await;
+    let second = instance(&prefix, &redis_url(), &provider).await;
+
+    let (one, two) = tokio::join!(sign_in(&first, DUMMY_TOKEN), sign_in(&second, DUMMY_TOKEN));
+
+    let mut statuses = [one.status().as_u16(), two.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 403]);
+    assert_eq!(provider.requests().len(), 1, "the losing claim never reaches the provider");
+}
+
+#[tokio::test]
+async fn limits_are_shared_across_instances() {
+    let provider = Siteverify::start().await;
+    let prefix = prefix();
+    let first = instance(&prefix, &redis_url(), &provider).await;
+    let second = instance(&prefix, &redis_url(), &provider).await;
+
+    assert_eq!(sign_in(&first, "token-a").await.status(), 403);
+    assert_eq!(sign_in(&second, "token-b").await.status(), 403);
+    assert_eq!(sign_in(&first, "token-c").await.status(), 403);
+    let limited = sign_in(&second, "token-d").await;
+
+    assert_eq!(limited.status(), 429, "three requests on two instances used up the shared budget");
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(error_code(limited).await, "RATE_LIMITED");
+}
+
+#[tokio::test]
+async fn unreachable_redis_answers_503() {
+    let provider = Siteverify::start().await;
+    let redis: url::Url = redis_url().parse().unwrap();
+    let upstream = format!("{}:{}", redis.host_str().unwrap(), redis.port().unwrap_or(6379));
+    let proxy = TcpProxy::start(tokio::net::lookup_host(upstream).await.unwrap().next().unwrap()).await;
+    let app = instance(&prefix(), &format!("redis://{}", proxy.address), &provider).await;
+    assert_eq!(app.get_session(&crate::harness::Creds::None).await.status(), 200);
+
+    proxy.cut();
+    let response = app.get_session(&crate::harness::Creds::None).await;
+
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(error_code(response).await, "SERVICE_UNAVAILABLE");
+}
