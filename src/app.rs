@@ -12,6 +12,8 @@ use tracing::{debug, error, info};
 
 use crate::config::Config;
 use crate::captcha;
+use crate::captcha::altcha::Altcha;
+use crate::config::CaptchaProvider;
 use crate::core::auth::Auth;
 use crate::core::bot_check::{BotCheck, TokenClaims};
 use crate::core::codes::{CodePolicy, CodeService};
@@ -71,9 +73,16 @@ impl Doorman {
             Some(redis) => TokenClaims::Redis(redis),
             None => TokenClaims::Database(store.clone()),
         };
-        let bot_check = captcha::from_config(&config.captcha)?
-            .map(|verifier| BotCheck::new(verifier, claims, clock.clone(), config.captcha.endpoints.clone()));
-        let state = AppState::new(&config, auth.clone(), codes, tokens.clone(), sync, bot_check, limiter, store.clone())?;
+        let altcha = (config.captcha.provider == CaptchaProvider::Altcha).then(|| {
+            let secret = config.secret.as_ref().expect("the configuration check requires a secret");
+            Arc::new(Altcha::new(secret, config.captcha.altcha_cost, config.captcha.challenge_ttl.get(), clock.clone()))
+        });
+        let verifier = match &altcha {
+            Some(altcha) => Some(Box::new(altcha.clone()) as Box<dyn captcha::CaptchaVerifier>),
+            None => captcha::from_config(&config.captcha)?,
+        };
+        let bot_check = verifier.map(|verifier| BotCheck::new(verifier, claims, clock.clone(), config.captcha.endpoints.clone()));
+        let state = AppState::new(&config, auth.clone(), codes, tokens.clone(), sync, bot_check, altcha, limiter, store.clone())?;
         let router = http::router(state, &config.server.base_path, &config.sync.base_path);
 
         let (stop, stopped) = watch::channel(false);

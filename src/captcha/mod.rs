@@ -1,4 +1,7 @@
-//! Bot-check providers reached over HTTP: Cloudflare Turnstile and hCaptcha siteverify.
+//! Bot-check providers: Cloudflare Turnstile and hCaptcha through their siteverify APIs, and the
+//! built-in ALTCHA proof of work.
+
+pub mod altcha;
 
 use std::time::{Duration, Instant};
 
@@ -6,6 +9,7 @@ use futures_util::future::BoxFuture;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::Deserialize;
+use sha2::Digest;
 
 use crate::config::{CaptchaConfig, CaptchaProvider};
 use crate::core::secret::Secret;
@@ -30,20 +34,27 @@ pub enum Verdict {
 
 /// Verifies bot-check tokens with a provider.
 pub trait CaptchaVerifier: Send + Sync {
+    /// The value claimed so a token passes once: the SHA-256 of the token by default.
+    ///
+    /// # Errors
+    /// A reason, for a token that is malformed before any provider work.
+    fn claim_id(&self, token: &str) -> Result<String, String> {
+        Ok(sha2::Sha256::digest(token.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect())
+    }
+
     fn verify<'a>(&'a self, token: &'a str, remote_ip: Option<&'a str>) -> BoxFuture<'a, Verdict>;
 }
 
-/// Builds the configured verifier; `None` for provider `none`.
+/// Builds the configured siteverify verifier; `None` for providers `none` and `altcha`, whose
+/// verifier the application builds with its secret.
 ///
 /// # Errors
 /// A missing secret, an invalid URL, or a provider that is not built yet.
 pub fn from_config(config: &CaptchaConfig) -> anyhow::Result<Option<Box<dyn CaptchaVerifier>>> {
     let (kind, default_url) = match config.provider {
-        CaptchaProvider::None => return Ok(None),
+        CaptchaProvider::None | CaptchaProvider::Altcha => return Ok(None),
         CaptchaProvider::Turnstile => (Kind::Turnstile, TURNSTILE_URL),
         CaptchaProvider::Hcaptcha => (Kind::Hcaptcha, HCAPTCHA_URL),
-        // TODO: the built-in ALTCHA proof of work is not built yet.
-        CaptchaProvider::Altcha => anyhow::bail!("captcha.provider = \"altcha\" is not supported yet"),
     };
     let secret = config.secret.clone().ok_or_else(|| anyhow::anyhow!("captcha.secret is required for this provider"))?;
     let url = config.verify_url.clone().unwrap_or_else(|| default_url.to_string());

@@ -133,9 +133,6 @@ fn check_captcha(config: &Config, problems: &mut Vec<String>) {
     if matches!(provider, CaptchaProvider::Turnstile | CaptchaProvider::Hcaptcha) && config.captcha.secret.is_none() {
         problems.push("`captcha.secret` is required with a turnstile or hcaptcha provider".into());
     }
-    if provider == CaptchaProvider::Altcha {
-        problems.push("`captcha.provider = \"altcha\"` is not supported yet; use turnstile or hcaptcha".into());
-    }
 
     // Over http these are allowed, for local tests; a public deployment must guard guest creation.
     let public = config.base_url().starts_with("https://");

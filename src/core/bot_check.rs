@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tracing::{debug, error};
 
 use super::error::CoreError;
@@ -69,7 +68,13 @@ impl BotCheck {
             return Err(CoreError::CaptchaVerificationFailed);
         }
 
-        let hash: String = Sha256::digest(token.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect();
+        let hash = match self.verifier.claim_id(token) {
+            Ok(hash) => hash,
+            Err(reason) => {
+                debug!(%reason, "bot-check token is malformed");
+                return Err(CoreError::CaptchaVerificationFailed);
+            }
+        };
         let now = self.clock.now();
         let claimed = self.claims.claim(&hash, now).await.map_err(|error| {
             error!(error = format!("{error:#}"), "claiming a bot-check token failed");

@@ -37,6 +37,7 @@ pub fn router(state: AppState, base_path: &str, sync_base_path: &str) -> Router 
         .route("/token", get(jwt::token))
         .route("/jwks", get(jwt::jwks))
         .route("/ok", get(meta::ok))
+        .route("/captcha/challenge", get(meta::captcha_challenge))
         .method_not_allowed_fallback(meta::not_found)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::origin_check));
 

@@ -9,6 +9,7 @@ use super::cookies::CookieSettings;
 use super::origin::TrustedOrigins;
 use crate::config::Config;
 use crate::core::auth::Auth;
+use crate::captcha::altcha::Altcha;
 use crate::core::bot_check::BotCheck;
 use crate::core::codes::CodeService;
 use crate::core::jwt::TokenIssuer;
@@ -33,6 +34,8 @@ pub struct Shared {
     pub tokens: Arc<TokenIssuer>,
     /// The bot check; `None` with `captcha.provider = "none"`.
     pub bot_check: Option<BotCheck>,
+    /// The built-in proof of work, which also serves challenges; `None` for other providers.
+    pub altcha: Option<Arc<Altcha>>,
     /// The sync gateway; `None` without `sync.powersync_url`, so its routes answer 404.
     pub sync: Option<SyncRoutes>,
     pub store: Store,
@@ -60,6 +63,7 @@ impl AppState {
         tokens: Arc<TokenIssuer>,
         sync: Option<SyncRoutes>,
         bot_check: Option<BotCheck>,
+        altcha: Option<Arc<Altcha>>,
         limiter: Option<Arc<RateLimiter>>,
         store: Store,
     ) -> anyhow::Result<Self> {
@@ -79,6 +83,7 @@ impl AppState {
             tokens,
             sync,
             bot_check,
+            altcha,
             store,
             signer: TokenSigner::new(secret, &config.secrets),
             cookies: CookieSettings::new(&config.session.cookie_prefix, base_url.starts_with("https://")),

@@ -173,3 +173,99 @@ async fn hcaptcha_is_asked_with_a_form() {
     assert_eq!(sent["response"], DUMMY_TOKEN);
     assert!(sent.get("idempotency_key").is_none(), "hCaptcha takes no idempotency key");
 }
+
+mod altcha {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use doorman::config::CaptchaProvider;
+    use serde_json::{json, Value};
+    use sha2::Sha256;
+
+    use crate::harness::{error_code, Creds, TestApp};
+
+    async fn app() -> TestApp {
+        TestApp::spawn_with(|config| {
+            config.captcha.provider = CaptchaProvider::Altcha;
+            config.captcha.altcha_cost = 10;
+        })
+        .await
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|index| u8::from_str_radix(&text[index..index + 2], 16).unwrap()).collect()
+    }
+
+    /// Searches the counter as a client does and returns the widget's payload.
+    fn solve(challenge: &Value) -> (String, u32) {
+        let parameters = &challenge["parameters"];
+        let nonce = unhex(parameters["nonce"].as_str().unwrap());
+        let salt = unhex(parameters["salt"].as_str().unwrap());
+        let cost = parameters["cost"].as_u64().unwrap() as u32;
+        for counter in 0u32.. {
+            let mut password = nonce.clone();
+            password.extend_from_slice(&counter.to_be_bytes());
+            let mut key = [0u8; 32];
+            pbkdf2::pbkdf2_hmac::<Sha256>(&password, &salt, cost, &mut key);
+            if key[0] == 0 {
+                let derived: String = key.iter().map(|byte| format!("{byte:02x}")).collect();
+                let payload = json!({ "challenge": challenge, "solution": { "counter": counter, "derivedKey": derived } });
+                return (STANDARD.encode(payload.to_string()), counter);
+            }
+        }
+        unreachable!()
+    }
+
+    async fn sign_in(app: &TestApp, token: &str) -> reqwest::Response {
+        app.client.post(app.url("/sign-in/anonymous")).header("x-captcha-response", token).json(&json!({})).send().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn challenge_route_is_not_found_for_other_providers() {
+        let app = TestApp::spawn().await;
+
+        let response = app.get("/captcha/challenge", &Creds::None).await;
+
+        assert_eq!(response.status(), 404);
+    }
+
+    #[tokio::test]
+    async fn solved_challenge_signs_a_guest_in_once() {
+        let app = app().await;
+        let challenge: Value = app.get("/captcha/challenge", &Creds::None).await.json().await.unwrap();
+        assert_eq!(challenge["parameters"]["algorithm"], "PBKDF2/SHA-256");
+        let (token, _) = solve(&challenge);
+
+        assert_eq!(sign_in(&app, &token).await.status(), 200);
+
+        let replayed = sign_in(&app, &token).await;
+        assert_eq!(replayed.status(), 403);
+        assert_eq!(error_code(replayed).await, "CAPTCHA_VERIFICATION_FAILED");
+    }
+
+    #[tokio::test]
+    async fn wrong_solution_spends_its_challenge() {
+        let app = app().await;
+        let challenge: Value = app.get("/captcha/challenge", &Creds::None).await.json().await.unwrap();
+        let (token, counter) = solve(&challenge);
+        let wrong = json!({ "challenge": challenge, "solution": { "counter": counter + 1, "derivedKey": "00ab" } });
+
+        let refused = sign_in(&app, &STANDARD.encode(wrong.to_string())).await;
+        assert_eq!(refused.status(), 403);
+
+        assert_eq!(sign_in(&app, &token).await.status(), 403, "the challenge was spent by the wrong try");
+        assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 0);
+    }
+
+    #[tokio::test]
+    async fn tampered_challenge_is_refused() {
+        let app = app().await;
+        let mut challenge: Value = app.get("/captcha/challenge", &Creds::None).await.json().await.unwrap();
+        challenge["parameters"]["cost"] = json!(1);
+        let (token, _) = solve(&challenge);
+
+        let response = sign_in(&app, &token).await;
+
+        assert_eq!(response.status(), 403);
+        assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 0);
+    }
+}

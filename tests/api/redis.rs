@@ -84,3 +84,47 @@ async fn unreachable_redis_answers_503() {
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(error_code(response).await, "SERVICE_UNAVAILABLE");
 }
+
+#[test]
+fn two_processes_share_one_limit_whatever_forwarded_for_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = prefix();
+    let redis = redis_url();
+    let env = [
+        ("DOORMAN_SECRET", crate::harness::SECRET),
+        ("DOORMAN_ANONYMOUS__ENABLED", "true"),
+        ("DOORMAN_SERVER__LISTEN", "127.0.0.1:0"),
+        ("DOORMAN_RATE_LIMIT__BACKEND", "redis"),
+        ("DOORMAN_RATE_LIMIT__REDIS_URL", redis.as_str()),
+        ("DOORMAN_RATE_LIMIT__REDIS_PREFIX", prefix.as_str()),
+        ("DOORMAN_RATE_LIMIT__RULES__SIGN_IN__MAX", "4"),
+        ("DOORMAN_RATE_LIMIT__RULES__SIGN_IN__WINDOW", "60s"),
+    ];
+    let first = crate::process::Process::serve(dir.path(), &env, &["serve"]);
+    let second = crate::process::Process::serve(dir.path(), &env, &["serve"]);
+    let client = reqwest::blocking::Client::new();
+    let sign_in = |process: &crate::process::Process, forwarded: &str| {
+        client
+            .post(process.url("/api/auth/sign-in/anonymous"))
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+
+    // Each request claims another client address; from an untrusted peer the header is ignored.
+    let statuses = [
+        sign_in(&first, "198.51.100.1"),
+        sign_in(&second, "198.51.100.2"),
+        sign_in(&first, "198.51.100.3"),
+        sign_in(&second, "198.51.100.4"),
+        sign_in(&first, "198.51.100.5"),
+        sign_in(&second, "198.51.100.6"),
+    ];
+    let _ = first.terminate();
+    let _ = second.terminate();
+
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429], "one combined budget of four for 127.0.0.1");
+}

@@ -30,6 +30,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+/// A proof-of-work challenge for the built-in bot check; 404 with another provider.
+pub async fn captcha_challenge(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let altcha = state.altcha.as_ref().ok_or(ApiError::NotFound)?;
+    let mut response = Json(altcha.challenge()).into_response();
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
 /// Unknown paths and methods: 404 `NOT_FOUND` as JSON.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound
