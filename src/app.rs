@@ -17,7 +17,9 @@ use crate::config::CaptchaProvider;
 use crate::core::auth::Auth;
 use crate::core::bot_check::{BotCheck, TokenClaims};
 use crate::core::codes::{CodePolicy, CodeService};
-use crate::core::jwt::TokenIssuer;
+use crate::core::jwt::{Hs256Key, TokenIssuer};
+use crate::config::decode_base64url;
+use zeroize::Zeroizing;
 use crate::core::keys::KeyCipher;
 use crate::core::sync::{SyncGateway, SyncPolicy};
 use crate::http::state::SyncRoutes;
@@ -100,7 +102,14 @@ async fn token_issuer(config: &Config, store: Store, clock: Clock) -> anyhow::Re
     let secret = config.secret.as_ref().context("`secret` is missing")?;
     let cipher = KeyCipher::new(secret, &config.secrets);
     let origin = url::Url::parse(&config.base_url()).context("server.base_url")?.origin().ascii_serialization();
-    TokenIssuer::start(store, clock, cipher, origin, config.jwt.expires_in.get())
+    let hs256 = match (config.sync.alg.as_str(), &config.sync.hs256_secret) {
+        ("HS256", Some(shared)) => Some(Hs256Key {
+            key: Zeroizing::new(decode_base64url(shared.expose()).context("sync.hs256_secret is not base64url")?),
+            kid: config.sync.hs256_kid.clone().unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    TokenIssuer::start(store, clock, cipher, origin, config.jwt.expires_in.get(), &config.sync.alg, hs256)
         .await
         .context("loading the signing keys")
 }

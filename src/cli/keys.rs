@@ -47,7 +47,7 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let cipher = KeyCipher::new(secret, &config.secrets);
     let store = Store::open(&config.database).await?;
     store.migrate().await?;
-    jwt::ensure_first_keys(&store, &cipher, Clock::system().now()).await?;
+    jwt::ensure_first_keys(&store, &cipher, Clock::system().now(), &config.sync.alg).await?;
     let result = execute(config, &store, &cipher, command).await;
     store.close().await;
     result
@@ -76,7 +76,11 @@ async fn execute(config: &Config, store: &Store, cipher: &KeyCipher, command: Ke
                 Purpose::General => config.jwt.expires_in.get(),
                 Purpose::Sync => config.sync.token_ttl.get(),
             };
-            let key = jwt::rotate(store, cipher, purpose, Clock::system().now(), grace.get(), lifetime).await?;
+            let alg = match purpose {
+                Purpose::General => crate::core::keys::ED25519,
+                Purpose::Sync => config.sync.alg.as_str(),
+            };
+            let key = jwt::rotate(store, cipher, purpose, alg, Clock::system().now(), grace.get(), lifetime).await?;
             println!("key {} ({}) signs from {}", key.kid, purpose.name(), key.activates_at.to_wire());
         }
     }

@@ -170,7 +170,7 @@ async fn migrate(path: Option<PathBuf>) -> anyhow::Result<()> {
     let store = Store::open(&config.database).await?;
     store.migrate().await?;
     let cipher = KeyCipher::new(secret, &config.secrets);
-    jwt::ensure_first_keys(&store, &cipher, Clock::system().now()).await?;
+    jwt::ensure_first_keys(&store, &cipher, Clock::system().now(), &config.sync.alg).await?;
     store.close().await;
     info!("migrations applied");
     Ok(())

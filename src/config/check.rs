@@ -114,9 +114,10 @@ fn check_sync(config: &Config, problems: &mut Vec<String>) {
             "`sync.audience` must differ from the general JWT audience {general_audience:?}, so a /token JWT never passes as a sync token"
         ));
     }
-    // TODO: RS256, ES256 and HS256 sync keys are not built yet; only EdDSA signs today.
-    if config.sync.alg != "EdDSA" {
-        problems.push(format!("`sync.alg` {:?} is not supported yet; use \"EdDSA\"", config.sync.alg));
+    match config.sync.alg.as_str() {
+        "EdDSA" | "RS256" | "ES256" => {}
+        "HS256" => check_hs256(config, problems),
+        other => problems.push(format!("`sync.alg` must be EdDSA, RS256, ES256 or HS256; found {other:?}")),
     }
     if config.sync.max_devices == 0 {
         problems.push("`sync.max_devices` must be at least 1".into());
@@ -130,6 +131,13 @@ fn check_captcha(config: &Config, problems: &mut Vec<String>) {
     use super::CaptchaProvider;
 
     let provider = config.captcha.provider;
+    // A challenge must expire before its spent mark does, or a solved payload would pass again.
+    if config.captcha.challenge_ttl.get().is_zero() || config.captcha.challenge_ttl > super::Duration::minutes(10) {
+        problems.push(format!(
+            "`captcha.challenge_ttl` must be longer than zero and at most 10m; found {}",
+            config.captcha.challenge_ttl
+        ));
+    }
     if matches!(provider, CaptchaProvider::Turnstile | CaptchaProvider::Hcaptcha) && config.captcha.secret.is_none() {
         problems.push("`captcha.secret` is required with a turnstile or hcaptcha provider".into());
     }
@@ -149,5 +157,27 @@ fn check_captcha(config: &Config, problems: &mut Vec<String>) {
     let secret = config.captcha.secret.as_ref().map(|secret| secret.expose()).unwrap_or_default();
     if provider == CaptchaProvider::Turnstile && TEST_SECRET_PREFIXES.iter().any(|prefix| secret.starts_with(prefix)) {
         problems.push("`captcha.secret` is a Cloudflare test secret, which accepts a public dummy token".into());
+    }
+}
+
+/// Minimum decoded length of `sync.hs256_secret`.
+const MIN_HS256_BYTES: usize = 32;
+
+fn check_hs256(config: &Config, problems: &mut Vec<String>) {
+    match &config.sync.hs256_secret {
+        None => problems.push("`sync.hs256_secret` is required with `sync.alg = \"HS256\"`".into()),
+        Some(shared) => {
+            match super::decode_base64url(shared.expose()) {
+                Ok(bytes) if bytes.len() >= MIN_HS256_BYTES => {}
+                Ok(_) => problems.push(format!("`sync.hs256_secret` must decode to at least {MIN_HS256_BYTES} bytes")),
+                Err(_) => problems.push("`sync.hs256_secret` must be base64url".into()),
+            }
+            if config.secret.as_ref().is_some_and(|secret| secret.expose() == shared.expose()) {
+                problems.push("`sync.hs256_secret` must differ from `secret`".into());
+            }
+        }
+    }
+    if config.sync.hs256_kid.as_deref().is_none_or(str::is_empty) {
+        problems.push("`sync.hs256_kid` is required with `sync.alg = \"HS256\"`; PowerSync's inline key must carry it".into());
     }
 }

@@ -371,3 +371,13 @@ impl Config {
         }
     }
 }
+
+/// Decodes base64url with or without padding.
+///
+/// # Errors
+/// Text that is not base64url.
+pub fn decode_base64url(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    URL_SAFE_NO_PAD.decode(text.trim()).or_else(|_| URL_SAFE.decode(text.trim()))
+}

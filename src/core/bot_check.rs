@@ -11,7 +11,8 @@ use crate::redis_store::RedisStore;
 use crate::captcha::{CaptchaVerifier, Verdict, MAX_TOKEN_BYTES};
 use crate::store::Store;
 
-/// How long a claim lasts: longer than any provider keeps a token valid (Turnstile: 300 s).
+/// How long a claim lasts: longer than any provider keeps a token valid (Turnstile: 300 s), and
+/// than the longest `captcha.challenge_ttl` the configuration allows (10 minutes).
 const CLAIM_LIFETIME: Duration = Duration::from_secs(600);
 
 /// Where claimed tokens are kept: the database, or Redis with the Redis rate-limit backend.

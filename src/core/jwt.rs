@@ -9,7 +9,13 @@ use tracing::info;
 
 use super::auth::Current;
 use super::error::CoreError;
-use super::keys::{KeyCipher, KeyRing, Purpose, SigningKey};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::keys::{KeyCipher, KeyRing, Purpose, SigningKey, ED25519};
 use super::random;
 use super::time::{Clock, Millis};
 use crate::store::Store;
@@ -21,6 +27,8 @@ pub struct TokenIssuer {
     cipher: KeyCipher,
     general: RwLock<KeyRing>,
     sync: RwLock<KeyRing>,
+    /// Signs sync tokens instead of the sync ring when `sync.alg = "HS256"`.
+    sync_hs256: Option<Hs256Key>,
     /// `iss` and `aud` of every token: the origin of `server.base_url`.
     issuer: String,
     ttl: Duration,
@@ -32,9 +40,26 @@ impl TokenIssuer {
     ///
     /// # Errors
     /// A store failure.
-    pub async fn start(store: Store, clock: Clock, cipher: KeyCipher, issuer: String, ttl: Duration) -> Result<Self, CoreError> {
-        ensure_first_keys(&store, &cipher, clock.now()).await?;
-        let issuer = Self { store, clock, cipher, general: RwLock::default(), sync: RwLock::default(), issuer, ttl };
+    pub async fn start(
+        store: Store,
+        clock: Clock,
+        cipher: KeyCipher,
+        issuer: String,
+        ttl: Duration,
+        sync_alg: &str,
+        sync_hs256: Option<Hs256Key>,
+    ) -> Result<Self, CoreError> {
+        ensure_first_keys(&store, &cipher, clock.now(), sync_alg).await?;
+        let issuer = Self {
+            store,
+            clock,
+            cipher,
+            general: RwLock::default(),
+            sync: RwLock::default(),
+            sync_hs256,
+            issuer,
+            ttl,
+        };
         issuer.reload().await?;
         Ok(issuer)
     }
@@ -89,6 +114,9 @@ impl TokenIssuer {
         let issued_at = now.0 / 1000;
         let expires_at = issued_at + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
         let claims = json!({ "sub": user_id, "user_id": user_id, "aud": audience, "iat": issued_at, "exp": expires_at });
+        if let Some(shared) = &self.sync_hs256 {
+            return Ok((shared.sign_jwt(&claims), Millis(expires_at * 1000)));
+        }
         let ring = self.sync.read().expect("the key ring lock is never poisoned");
         let key = ring.signing.as_ref().ok_or(CoreError::NoSigningKey)?;
         Ok((key.sign_jwt(&claims), Millis(expires_at * 1000)))
@@ -111,12 +139,13 @@ pub async fn rotate(
     store: &Store,
     cipher: &KeyCipher,
     purpose: Purpose,
+    alg: &str,
     now: Millis,
     grace: Duration,
     token_lifetime: Duration,
 ) -> Result<crate::store::KeyRecord, CoreError> {
     let activates_at = now + grace;
-    let record = SigningKey::generate(random::new_id()).to_record(purpose, cipher, now, activates_at);
+    let record = generate(alg, random::new_id()).await?.to_record(purpose, cipher, now, activates_at);
     store.rotate_key(record.clone(), activates_at + token_lifetime).await?;
     info!(kid = %record.kid, purpose = purpose.name(), activates_at = %activates_at.to_wire(), "signing key rotated");
     Ok(record)
@@ -127,13 +156,48 @@ pub async fn rotate(
 ///
 /// # Errors
 /// A store failure.
-pub async fn ensure_first_keys(store: &Store, cipher: &KeyCipher, now: Millis) -> Result<(), CoreError> {
+pub async fn ensure_first_keys(store: &Store, cipher: &KeyCipher, now: Millis, sync_alg: &str) -> Result<(), CoreError> {
     for purpose in [Purpose::General, Purpose::Sync] {
-        let first = SigningKey::generate(random::new_id()).to_record(purpose, cipher, now, now);
+        let existing = store.signing_keys(purpose.name()).await?;
+        if !existing.is_empty() {
+            continue;
+        }
+        let alg = if purpose == Purpose::Sync { sync_alg } else { ED25519 };
+        let first = generate(alg, random::new_id()).await?.to_record(purpose, cipher, now, now);
         let kid = first.kid.clone();
         if store.create_first_key(first).await? {
             info!(%kid, purpose = purpose.name(), "first signing key created");
         }
     }
     Ok(())
+}
+
+/// Generates a key of `alg` off the async threads (an RSA key takes a while); HS256, whose key is
+/// configured rather than generated, and unknown names get Ed25519 so the ring always has a key.
+async fn generate(alg: &str, kid: String) -> Result<SigningKey, CoreError> {
+    let alg = alg.to_string();
+    tokio::task::spawn_blocking(move || SigningKey::generate_with(&alg, kid.clone()).unwrap_or_else(|| SigningKey::generate(kid)))
+        .await
+        .map_err(|_| CoreError::NoSigningKey)
+}
+
+/// The shared key of `sync.alg = "HS256"`, for PowerSync setups with an inline key. It is never
+/// published in any JWKS.
+pub struct Hs256Key {
+    pub key: Zeroizing<Vec<u8>>,
+    pub kid: String,
+}
+
+impl Hs256Key {
+    fn sign_jwt(&self, claims: &Value) -> String {
+        let header = json!({ "alg": "HS256", "kid": self.kid, "typ": "JWT" });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
+        mac.update(signing_input.as_bytes());
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
 }

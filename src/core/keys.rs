@@ -1,6 +1,6 @@
 //! JWT signing keys: generation, encryption at rest, the key ring, and compact JWS signing.
 //!
-//! Keys are Ed25519 (`EdDSA`). The private part is stored encrypted with XChaCha20-Poly1305 under a
+//! Keys are Ed25519 (`EdDSA`), RSA (`RS256`) or P-256 (`ES256`). The private part is stored encrypted with XChaCha20-Poly1305 under a
 //! key derived from the secret; older secrets still decrypt, so a secret rotation keeps the keys.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -8,6 +8,9 @@ use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use ed25519_dalek::Signer;
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use rsa::signature::SignatureEncoding;
+use rsa::traits::PublicKeyParts;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use serde_json::{json, Value};
@@ -22,8 +25,6 @@ use crate::store::KeyRecord;
 const ENCRYPTION_LABEL: &[u8] = b"doorman private-key encryption v1";
 /// Prefix of the stored ciphertext format: `v1.` and base64url of the nonce and the ciphertext.
 const CIPHERTEXT_PREFIX: &str = "v1.";
-/// The only algorithm generated today.
-pub const ED25519: &str = "EdDSA";
 
 /// Which ring a key belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,46 +82,117 @@ impl KeyCipher {
     }
 }
 
+/// Algorithms a signing key may use.
+pub const ED25519: &str = "EdDSA";
+pub const RS256: &str = "RS256";
+pub const ES256: &str = "ES256";
+/// Bits of generated RSA keys.
+const RSA_BITS: usize = 2048;
+
+enum KeyMaterial {
+    Ed25519(ed25519_dalek::SigningKey),
+    Rsa(Box<rsa::RsaPrivateKey>),
+    P256(p256::ecdsa::SigningKey),
+}
+
 /// A private signing key with its key id.
 pub struct SigningKey {
     pub kid: String,
-    inner: ed25519_dalek::SigningKey,
+    material: KeyMaterial,
 }
 
 impl SigningKey {
+    /// Generates an Ed25519 key.
     pub fn generate(kid: String) -> Self {
-        Self { kid, inner: ed25519_dalek::SigningKey::generate(&mut OsRng) }
+        Self { kid, material: KeyMaterial::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng)) }
     }
 
-    /// Rebuilds a key from its stored private bytes; `None` for another algorithm or length.
-    pub fn from_private(kid: String, alg: &str, private: &[u8]) -> Option<Self> {
-        if alg != ED25519 {
-            return None;
+    /// Generates a key of `alg` (`EdDSA`, `RS256` or `ES256`); `None` for another algorithm.
+    pub fn generate_with(alg: &str, kid: String) -> Option<Self> {
+        let material = match alg {
+            ED25519 => KeyMaterial::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng)),
+            RS256 => KeyMaterial::Rsa(Box::new(rsa::RsaPrivateKey::new(&mut OsRng, RSA_BITS).ok()?)),
+            ES256 => KeyMaterial::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
+            _ => return None,
+        };
+        Some(Self { kid, material })
+    }
+
+    pub fn alg(&self) -> &'static str {
+        match self.material {
+            KeyMaterial::Ed25519(_) => ED25519,
+            KeyMaterial::Rsa(_) => RS256,
+            KeyMaterial::P256(_) => ES256,
         }
-        let seed: [u8; 32] = private.try_into().ok()?;
-        Some(Self { kid, inner: ed25519_dalek::SigningKey::from_bytes(&seed) })
+    }
+
+    /// Rebuilds a key from its stored private bytes: the Ed25519 seed, the RSA key as PKCS#8 DER,
+    /// or the P-256 scalar. `None` for another algorithm or malformed bytes.
+    pub fn from_private(kid: String, alg: &str, private: &[u8]) -> Option<Self> {
+        let material = match alg {
+            ED25519 => KeyMaterial::Ed25519(ed25519_dalek::SigningKey::from_bytes(&private.try_into().ok()?)),
+            RS256 => KeyMaterial::Rsa(Box::new(rsa::RsaPrivateKey::from_pkcs8_der(private).ok()?)),
+            ES256 => KeyMaterial::P256(p256::ecdsa::SigningKey::from_slice(private).ok()?),
+            _ => return None,
+        };
+        Some(Self { kid, material })
     }
 
     pub fn private_bytes(&self) -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(self.inner.to_bytes().to_vec())
+        match &self.material {
+            KeyMaterial::Ed25519(key) => Zeroizing::new(key.to_bytes().to_vec()),
+            KeyMaterial::Rsa(key) => Zeroizing::new(key.to_pkcs8_der().expect("RSA keys encode as PKCS#8").as_bytes().to_vec()),
+            KeyMaterial::P256(key) => Zeroizing::new(key.to_bytes().to_vec()),
+        }
     }
 
-    /// The public key as a JWK: `kty`, `crv`, `x`, `alg`, `use` and `kid`.
+    /// The public key as a JWK with `alg`, `use` and `kid`.
     pub fn public_jwk(&self) -> Value {
-        let x = URL_SAFE_NO_PAD.encode(self.inner.verifying_key().as_bytes());
-        json!({ "kty": "OKP", "crv": "Ed25519", "x": x, "alg": ED25519, "use": "sig", "kid": self.kid })
+        let mut jwk = match &self.material {
+            KeyMaterial::Ed25519(key) => {
+                json!({ "kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes()) })
+            }
+            KeyMaterial::Rsa(key) => json!({
+                "kty": "RSA",
+                "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+                "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+            }),
+            KeyMaterial::P256(key) => {
+                let point = key.verifying_key().to_encoded_point(false);
+                json!({
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "x": URL_SAFE_NO_PAD.encode(point.x().expect("uncompressed points have x")),
+                    "y": URL_SAFE_NO_PAD.encode(point.y().expect("uncompressed points have y")),
+                })
+            }
+        };
+        jwk["alg"] = json!(self.alg());
+        jwk["use"] = json!("sig");
+        jwk["kid"] = json!(self.kid);
+        jwk
     }
 
     /// Signs `claims` as a compact JWS with the header `{alg, kid, typ: "JWT"}`.
     pub fn sign_jwt(&self, claims: &Value) -> String {
-        let header = json!({ "alg": ED25519, "kid": self.kid, "typ": "JWT" });
+        let header = json!({ "alg": self.alg(), "kid": self.kid, "typ": "JWT" });
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
-        let signature = self.inner.sign(signing_input.as_bytes());
-        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+        let signature = match &self.material {
+            KeyMaterial::Ed25519(key) => key.sign(signing_input.as_bytes()).to_bytes().to_vec(),
+            KeyMaterial::Rsa(key) => {
+                let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key.as_ref().clone());
+                rsa::signature::Signer::sign(&signer, signing_input.as_bytes()).to_vec()
+            }
+            KeyMaterial::P256(key) => {
+                let signature: p256::ecdsa::Signature = rsa::signature::Signer::sign(key, signing_input.as_bytes());
+                signature.to_bytes().to_vec()
+            }
+        };
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
 
     /// The stored row of this key, its private part encrypted.
@@ -128,7 +200,7 @@ impl SigningKey {
         KeyRecord {
             kid: self.kid.clone(),
             purpose: purpose.name().to_string(),
-            alg: ED25519.to_string(),
+            alg: self.alg().to_string(),
             public_jwk: self.public_jwk().to_string(),
             private_key: cipher.encrypt(&self.private_bytes()),
             created_at: now,
@@ -207,6 +279,46 @@ mod tests {
 
         let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
         assert_eq!(header, json!({ "alg": "EdDSA", "kid": "k1", "typ": "JWT" }));
+    }
+
+    fn split(token: &str) -> (String, Vec<u8>, Value) {
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(input.split('.').next().unwrap()).unwrap()).unwrap();
+        (input.to_string(), URL_SAFE_NO_PAD.decode(signature).unwrap(), header)
+    }
+
+    #[test]
+    fn rs256_signature_verifies_with_the_published_key() {
+        let key = SigningKey::generate_with(RS256, "r1".into()).unwrap();
+        let (input, signature, header) = split(&key.sign_jwt(&json!({ "sub": "user" })));
+        let jwk = key.public_jwk();
+        let n = rsa::BigUint::from_bytes_be(&URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap());
+        let e = rsa::BigUint::from_bytes_be(&URL_SAFE_NO_PAD.decode(jwk["e"].as_str().unwrap()).unwrap());
+        let verifying = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(rsa::RsaPublicKey::new(n, e).unwrap());
+        let signature = rsa::pkcs1v15::Signature::try_from(signature.as_slice()).unwrap();
+
+        assert_eq!(header["alg"], "RS256");
+        assert!(rsa::signature::Verifier::verify(&verifying, input.as_bytes(), &signature).is_ok());
+        let restored = SigningKey::from_private("r1".into(), RS256, &key.private_bytes()).unwrap();
+        assert_eq!(restored.public_jwk(), jwk, "the stored private bytes rebuild the key");
+    }
+
+    #[test]
+    fn es256_signature_verifies_with_the_published_key() {
+        let key = SigningKey::generate_with(ES256, "e1".into()).unwrap();
+        let (input, signature, header) = split(&key.sign_jwt(&json!({ "sub": "user" })));
+        let jwk = key.public_jwk();
+        let x = URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap();
+        let y = URL_SAFE_NO_PAD.decode(jwk["y"].as_str().unwrap()).unwrap();
+        let point = p256::EncodedPoint::from_affine_coordinates(x.as_slice().into(), y.as_slice().into(), false);
+        let verifying = p256::ecdsa::VerifyingKey::from_encoded_point(&point).unwrap();
+        let signature = p256::ecdsa::Signature::from_slice(&signature).unwrap();
+
+        assert_eq!(header["alg"], "ES256");
+        assert_eq!(jwk["crv"], "P-256");
+        assert!(rsa::signature::Verifier::verify(&verifying, input.as_bytes(), &signature).is_ok());
+        let restored = SigningKey::from_private("e1".into(), ES256, &key.private_bytes()).unwrap();
+        assert_eq!(restored.public_jwk(), jwk);
     }
 
     #[test]

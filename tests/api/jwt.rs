@@ -109,7 +109,7 @@ async fn rotation_publishes_first_then_signs_after_the_grace() {
     let secret = app.config.secret.clone().unwrap();
     let cipher = doorman::core::keys::KeyCipher::new(&secret, &[]);
     let grace = std::time::Duration::from_secs(900);
-    let new = doorman::core::jwt::rotate(app.handle().store(), &cipher, doorman::core::keys::Purpose::General, app.clock.now(), grace, grace)
+    let new = doorman::core::jwt::rotate(app.handle().store(), &cipher, doorman::core::keys::Purpose::General, "EdDSA", app.clock.now(), grace, grace)
         .await
         .unwrap();
     app.handle().reload_keys().await.unwrap();

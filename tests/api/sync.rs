@@ -182,3 +182,59 @@ async fn device_checks_produce_their_codes() {
     assert_eq!(error_code(limited).await, "DEVICE_LIMIT_REACHED");
     assert_eq!(sync_token(&app, &ada.bearer(), Some("ada-laptop")).await.status(), 200, "known devices keep working");
 }
+
+async fn app_with_alg(alg: &'static str) -> TestApp {
+    TestApp::spawn_with(move |config| {
+        config.sync.powersync_url = Some(POWERSYNC_URL.into());
+        config.sync.alg = alg.into();
+        if alg == "HS256" {
+            config.sync.hs256_secret = Some(doorman::core::secret::Secret::new(URL_SAFE_NO_PAD.encode([7u8; 32])));
+            config.sync.hs256_kid = Some("powersync-inline".into());
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn rs256_and_es256_sync_keys_are_published() {
+    for (alg, kty) in [("RS256", "RSA"), ("ES256", "EC")] {
+        let app = app_with_alg(alg).await;
+        let real = real_user(&app, "ada@example.com").await;
+
+        let body: Value = sync_token(&app, &real.bearer(), Some("laptop-1")).await.json().await.unwrap();
+        let (header, _) = claims(body["token"].as_str().unwrap());
+        let jwks: Value = app.client.get(root_url(&app, "/jwks")).send().await.unwrap().json().await.unwrap();
+
+        assert_eq!(header["alg"], alg);
+        let key = jwks["keys"].as_array().unwrap().iter().find(|key| key["kid"] == header["kid"]).expect("the kid is published");
+        assert_eq!(key["kty"], kty);
+        assert_eq!(key["alg"], alg);
+    }
+}
+
+#[tokio::test]
+async fn hs256_sync_tokens_use_the_shared_key_and_publish_nothing_symmetric() {
+    use hmac::{Hmac, Mac};
+
+    let app = app_with_alg("HS256").await;
+    let real = real_user(&app, "ada@example.com").await;
+
+    let body: Value = sync_token(&app, &real.bearer(), Some("laptop-1")).await.json().await.unwrap();
+    let token = body["token"].as_str().unwrap();
+    let (header, claims) = claims(token);
+    let (input, signature) = token.rsplit_once('.').unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&[7u8; 32]).unwrap();
+    mac.update(input.as_bytes());
+
+    assert_eq!(header["alg"], "HS256");
+    assert_eq!(header["kid"], "powersync-inline");
+    assert_eq!(claims["sub"], real.user_id.as_str());
+    assert!(mac.verify_slice(&URL_SAFE_NO_PAD.decode(signature).unwrap()).is_ok(), "signed with the shared key");
+    for path in ["/powersync/jwks", "/api/auth/jwks"] {
+        let jwks: Value = app.client.get(format!("{}{path}", app.origin)).send().await.unwrap().json().await.unwrap();
+        for key in jwks["keys"].as_array().unwrap() {
+            assert_ne!(key["kty"], "oct", "{path} publishes no symmetric key");
+            assert!(key.get("k").is_none());
+        }
+    }
+}

@@ -240,3 +240,15 @@ fn providers_need_a_secret() {
     let error = load_env(&[("DOORMAN_SECRET", SECRET), ("DOORMAN_CAPTCHA__PROVIDER", "hcaptcha")]).unwrap_err();
     assert!(format!("{error:#}").contains("captcha.secret"), "{error:#}");
 }
+
+#[test]
+fn hs256_needs_a_distinct_long_secret_and_a_kid() {
+    let error = load_env(&[("DOORMAN_SECRET", SECRET), ("DOORMAN_SYNC__ALG", "HS256"), ("DOORMAN_SYNC__HS256_SECRET", SECRET)]).unwrap_err();
+
+    let message = format!("{error:#}");
+    assert!(message.contains("must differ from `secret`"), "{message}");
+    assert!(message.contains("sync.hs256_kid"), "{message}");
+
+    let error = load_env(&[("DOORMAN_SECRET", SECRET), ("DOORMAN_SYNC__ALG", "PS512")]).unwrap_err();
+    assert!(format!("{error:#}").contains("sync.alg"));
+}
