@@ -88,8 +88,20 @@ impl Doorman {
         let router = http::router(state, &config.server.base_path, &config.sync.base_path);
 
         let (stop, stopped) = watch::channel(false);
-        let sweeper = tokio::spawn(sweep_periodically(auth.clone(), stopped.clone()));
-        let reloader = tokio::spawn(reload_keys_periodically(tokens.clone(), stopped));
+        let sweeper = {
+            let auth = auth.clone();
+            tokio::spawn(every(SWEEP_INTERVAL, stopped.clone(), move || {
+                let auth = auth.clone();
+                async move { sweep(&auth).await }
+            }))
+        };
+        let reloader = {
+            let tokens = tokens.clone();
+            tokio::spawn(every(KEY_RELOAD_INTERVAL, stopped, move || {
+                let tokens = tokens.clone();
+                async move { reload_keys(&tokens).await }
+            }))
+        };
 
         Ok((router, Handle { store, auth, tokens, stop, tasks: vec![sweeper, reloader] }))
     }
@@ -114,21 +126,6 @@ async fn token_issuer(config: &Config, store: Store, clock: Clock) -> anyhow::Re
         .context("loading the signing keys")
 }
 
-async fn reload_keys_periodically(tokens: Arc<TokenIssuer>, mut stopped: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(KEY_RELOAD_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    interval.tick().await;
-
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stopped.changed() => return,
-        }
-        if let Err(error) = tokens.reload().await {
-            error!(error = format!("{error:#}"), "reloading the signing keys failed");
-        }
-    }
-}
 
 /// Keys the in-memory limiter tracks at most, bounding its memory under a flood of addresses.
 const LIMITER_CAPACITY: usize = 100_000;
@@ -210,8 +207,13 @@ impl Handle {
     }
 }
 
-async fn sweep_periodically(auth: Arc<Auth>, mut stopped: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+/// Runs `work` every `period`, first after one period, until `stopped` changes.
+async fn every<F, Fut>(period: Duration, mut stopped: watch::Receiver<bool>, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;
 
@@ -220,9 +222,19 @@ async fn sweep_periodically(auth: Arc<Auth>, mut stopped: watch::Receiver<bool>)
             _ = interval.tick() => {}
             _ = stopped.changed() => return,
         }
-        match auth.sweep().await {
-            Ok(counts) => debug!(sessions = counts.sessions, verifications = counts.verifications, "expired rows swept"),
-            Err(error) => error!(error = format!("{error:#}"), "sweeping expired rows failed"),
-        }
+        work().await;
+    }
+}
+
+async fn sweep(auth: &Auth) {
+    match auth.sweep().await {
+        Ok(counts) => debug!(sessions = counts.sessions, verifications = counts.verifications, "expired rows swept"),
+        Err(error) => error!(error = format!("{error:#}"), "sweeping expired rows failed"),
+    }
+}
+
+async fn reload_keys(tokens: &TokenIssuer) {
+    if let Err(error) = tokens.reload().await {
+        error!(error = format!("{error:#}"), "reloading the signing keys failed");
     }
 }

@@ -179,6 +179,25 @@ async fn postgres_only_two_instances_agree_at_once() {
     assert!(second_status.success());
 }
 
+/// Starts an app whose PostgreSQL connections pass through a proxy the test can cut or freeze,
+/// with one-second acquire and statement timeouts.
+async fn app_behind_proxy() -> (TestApp, TcpProxy) {
+    let server: url::Url = server_url().parse().unwrap();
+    let upstream = format!("{}:{}", server.host_str().unwrap(), server.port().unwrap_or(5432));
+    let proxy = TcpProxy::start(tokio::net::lookup_host(upstream).await.unwrap().next().unwrap()).await;
+    let proxy_address = proxy.address;
+    let app = TestApp::spawn_on(postgres_database().await, move |config| {
+        let mut url: url::Url = config.database.url.parse().unwrap();
+        url.set_port(Some(proxy_address.port())).unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        config.database.url = url.to_string();
+        config.database.acquire_timeout = "1s".parse().unwrap();
+        config.database.statement_timeout = "1s".parse().unwrap();
+    })
+    .await;
+    (app, proxy)
+}
+
 /// Sends `send` until it returns a status other than 503, for at most `limit`.
 async fn until_recovered<F, Fut>(limit: Duration, mut send: F) -> reqwest::Response
 where
@@ -198,18 +217,7 @@ where
 
 #[tokio::test]
 async fn postgres_only_outage_answers_503_then_recovers() {
-    let server: url::Url = server_url().parse().unwrap();
-    let upstream = format!("{}:{}", server.host_str().unwrap(), server.port().unwrap_or(5432));
-    let proxy = TcpProxy::start(tokio::net::lookup_host(upstream).await.unwrap().next().unwrap()).await;
-    let proxy_address = proxy.address;
-    let app = TestApp::spawn_on(postgres_database().await, move |config| {
-        let mut url: url::Url = config.database.url.parse().unwrap();
-        url.set_port(Some(proxy_address.port())).unwrap();
-        url.set_host(Some("127.0.0.1")).unwrap();
-        config.database.url = url.to_string();
-        config.database.acquire_timeout = "1s".parse().unwrap();
-    })
-    .await;
+    let (app, proxy) = app_behind_proxy().await;
     let guest = app.guest().await;
 
     proxy.cut();
@@ -242,19 +250,7 @@ async fn postgres_only_outage_answers_503_then_recovers() {
 
 #[tokio::test]
 async fn postgres_only_partition_answers_503() {
-    let server: url::Url = server_url().parse().unwrap();
-    let upstream = format!("{}:{}", server.host_str().unwrap(), server.port().unwrap_or(5432));
-    let proxy = TcpProxy::start(tokio::net::lookup_host(upstream).await.unwrap().next().unwrap()).await;
-    let proxy_address = proxy.address;
-    let app = TestApp::spawn_on(postgres_database().await, move |config| {
-        let mut url: url::Url = config.database.url.parse().unwrap();
-        url.set_port(Some(proxy_address.port())).unwrap();
-        url.set_host(Some("127.0.0.1")).unwrap();
-        config.database.url = url.to_string();
-        config.database.acquire_timeout = "1s".parse().unwrap();
-        config.database.statement_timeout = "1s".parse().unwrap();
-    })
-    .await;
+    let (app, proxy) = app_behind_proxy().await;
     let guest = app.guest().await;
 
     // Pooled connections stay open but go silent, so the next query waits on a reply that never
