@@ -172,8 +172,15 @@ fn check_hs256(config: &Config, problems: &mut Vec<String>) {
                 Ok(_) => problems.push(format!("`sync.hs256_secret` must decode to at least {MIN_HS256_BYTES} bytes")),
                 Err(_) => problems.push("`sync.hs256_secret` must be base64url".into()),
             }
-            if config.secret.as_ref().is_some_and(|secret| secret.expose() == shared.expose()) {
-                problems.push("`sync.hs256_secret` must differ from `secret`".into());
+            // The HMAC key is the decoded value, so compare both the text and the decoded bytes with
+            // every configured secret: PowerSync holds this key, and it must reveal none of them.
+            let decoded = super::decode_base64url(shared.expose()).unwrap_or_default();
+            let reveals_secret = config.secret.iter().chain(&config.secrets).any(|secret| {
+                let text = secret.expose();
+                shared.expose().trim() == text.trim() || decoded == text.as_bytes()
+            });
+            if reveals_secret {
+                problems.push("`sync.hs256_secret` must differ from `secret` and every entry of `secrets`".into());
             }
         }
     }

@@ -5,7 +5,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::auth::Current;
 use super::error::CoreError;
@@ -61,6 +61,14 @@ impl TokenIssuer {
             ttl,
         };
         issuer.reload().await?;
+        let signing_alg = issuer.sync.read().expect("the key ring lock is never poisoned").signing.as_ref().map(SigningKey::alg);
+        if issuer.sync_hs256.is_none() && signing_alg.is_some_and(|alg| alg != sync_alg) {
+            warn!(
+                configured = sync_alg,
+                signing = signing_alg.unwrap_or_default(),
+                "the sync ring signs with another algorithm than sync.alg until `doorman keys rotate --purpose sync`"
+            );
+        }
         Ok(issuer)
     }
 

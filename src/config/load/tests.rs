@@ -249,6 +249,17 @@ fn hs256_needs_a_distinct_long_secret_and_a_kid() {
     assert!(message.contains("must differ from `secret`"), "{message}");
     assert!(message.contains("sync.hs256_kid"), "{message}");
 
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+    let error = load_env(&[
+        ("DOORMAN_SECRET", SECRET),
+        ("DOORMAN_SYNC__ALG", "HS256"),
+        ("DOORMAN_SYNC__HS256_SECRET", &encoded),
+        ("DOORMAN_SYNC__HS256_KID", "k"),
+    ])
+    .unwrap_err();
+    assert!(format!("{error:#}").contains("must differ from `secret`"), "the decoded key must not be the secret");
+
     let error = load_env(&[("DOORMAN_SECRET", SECRET), ("DOORMAN_SYNC__ALG", "PS512")]).unwrap_err();
     assert!(format!("{error:#}").contains("sync.alg"));
 }
