@@ -155,8 +155,15 @@ fn limiter(config: &Config, clock: Clock, redis: Option<&RedisStore>) -> anyhow:
 
 fn code_service(config: &Config, auth: Arc<Auth>, limiter: Option<Arc<RateLimiter>>) -> anyhow::Result<CodeService> {
     let secret = config.secret.as_ref().context("`secret` is missing")?;
-    let host = url::Url::parse(&config.base_url()).ok().and_then(|url| url.host_str().map(str::to_string));
-    let default_from = format!("no-reply@{}", host.unwrap_or_else(|| "localhost".into()));
+    // An IP address makes no valid sender domain, so such hosts fall back to localhost.
+    let host = url::Url::parse(&config.base_url())
+        .ok()
+        .and_then(|url| match url.host() {
+            Some(url::Host::Domain(domain)) => Some(domain.to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let default_from = format!("no-reply@{host}");
     let mailer = mail::from_config(&config.mail, &default_from)?;
     let policy = CodePolicy {
         length: config.email_otp.length,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
 use crate::core::rate_limit::{Decision, Limit, Rule};
@@ -38,7 +38,14 @@ impl RedisStore {
     /// An invalid URL, or a server that cannot be reached at start.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url).context("rate_limit.redis_url is not a valid Redis URL")?;
-        let connection = tokio::time::timeout(COMMAND_TIMEOUT, client.get_connection_manager())
+        // Reconnection waits at most a second between attempts, so an instance recovers within
+        // about a second of Redis coming back.
+        let config = ConnectionManagerConfig::new()
+            .set_max_delay(1000)
+            .set_number_of_retries(3)
+            .set_connection_timeout(COMMAND_TIMEOUT)
+            .set_response_timeout(COMMAND_TIMEOUT);
+        let connection = tokio::time::timeout(COMMAND_TIMEOUT, client.get_connection_manager_with_config(config))
             .await
             .context("connecting to Redis timed out")?
             .context("connecting to Redis")?;

@@ -131,6 +131,10 @@ fn check_captcha(config: &Config, problems: &mut Vec<String>) {
     use super::CaptchaProvider;
 
     let provider = config.captcha.provider;
+    let cost = config.captcha.altcha_cost;
+    if !(1..=crate::captcha::altcha::MAX_COST).contains(&cost) {
+        problems.push(format!("`captcha.altcha_cost` must be 1 to {}; found {cost}", crate::captcha::altcha::MAX_COST));
+    }
     // A challenge must expire before its spent mark does, or a solved payload would pass again.
     if config.captcha.challenge_ttl.get().is_zero() || config.captcha.challenge_ttl > super::Duration::minutes(10) {
         problems.push(format!(
@@ -149,8 +153,8 @@ fn check_captcha(config: &Config, problems: &mut Vec<String>) {
     }
     if provider == CaptchaProvider::None && !config.captcha.allow_none {
         problems.push(
-            "guests are enabled on an https base_url without a bot check: set `captcha.provider` (turnstile or \
-             hcaptcha), or `captcha.allow_none = true` to accept bots minting guests"
+            "guests are enabled on an https base_url without a bot check: set `captcha.provider` (turnstile, \
+             hcaptcha or altcha), or `captcha.allow_none = true` to accept bots minting guests"
                 .into(),
         );
     }

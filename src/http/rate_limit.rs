@@ -1,5 +1,5 @@
 //! Per-address rate limits on routes, counted before any handler work, so a flood costs no store
-//! or provider calls. `OPTIONS` requests are never counted.
+//! or provider calls. `OPTIONS` requests and the `/health` and `/ready` probes are never counted.
 
 use axum::extract::{Request, State};
 use axum::http::Method;
@@ -28,7 +28,9 @@ pub fn rules_for(relative: Option<&str>) -> &'static [Rule] {
 
 /// Counts the request against its rules and answers 429 `RATE_LIMITED` past any of them.
 pub async fn limit_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.method() == Method::OPTIONS || state.limiter.is_none() {
+    // Probes must keep answering during a Redis outage and from a shared address.
+    let probe = matches!(request.uri().path(), "/health" | "/ready");
+    if request.method() == Method::OPTIONS || probe || state.limiter.is_none() {
         return next.run(request).await;
     }
     let relative = request.uri().path().strip_prefix(state.base_path.as_str()).filter(|rest| rest.starts_with('/'));

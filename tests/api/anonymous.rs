@@ -282,6 +282,10 @@ async fn session_reads_are_limited_but_preflights_are_not() {
 
     assert_eq!(limited.status(), 429);
     assert_eq!(error_code(limited).await, "RATE_LIMITED");
+    for probe in ["/health", "/ready"] {
+        let response = app.client.get(format!("{}{probe}", app.origin)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{probe} is never limited");
+    }
 }
 
 #[tokio::test]

@@ -83,6 +83,19 @@ async fn unreachable_redis_answers_503() {
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(error_code(response).await, "SERVICE_UNAVAILABLE");
+    let health = app.client.get(format!("{}/health", app.origin)).send().await.unwrap();
+    assert_eq!(health.status(), 200, "liveness does not depend on Redis");
+
+    proxy.restore();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if app.get_session(&crate::harness::Creds::None).await.status() == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "requests succeed again within five seconds of Redis coming back");
 }
 
 #[test]
