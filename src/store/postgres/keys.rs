@@ -9,6 +9,21 @@ const KEY_COLUMNS: &str = "kid, purpose, alg, public_jwk, private_key, created_a
 /// Advisory lock key that serializes the first-key check of instances starting together.
 const FIRST_KEY_LOCK: i64 = 0x646f_6f72_6b65_7973;
 
+/// Binds the seven columns of a new key row, in `KEY_COLUMNS` order without `retired_at`.
+fn bind_key<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    key: &'q KeyRecord,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(&key.kid)
+        .bind(&key.purpose)
+        .bind(&key.alg)
+        .bind(&key.public_jwk)
+        .bind(&key.private_key)
+        .bind(key.created_at.0)
+        .bind(key.activates_at.0)
+}
+
 impl PostgresStore {
     pub async fn signing_keys(&self, purpose: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM signing_keys WHERE purpose = $1 ORDER BY activates_at, created_at");
@@ -24,14 +39,7 @@ impl PostgresStore {
             .await
             .map_err(map_error)?;
         let sql = format!("INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)");
-        sqlx::query(&sql)
-            .bind(&key.kid)
-            .bind(&key.purpose)
-            .bind(&key.alg)
-            .bind(&key.public_jwk)
-            .bind(&key.private_key)
-            .bind(key.created_at.0)
-            .bind(key.activates_at.0)
+        bind_key(sqlx::query(&sql), &key)
             .execute(&mut *transaction)
             .await
             .map_err(map_error)?;
@@ -49,14 +57,7 @@ impl PostgresStore {
             "INSERT INTO signing_keys ({KEY_COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, NULL \
              WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE purpose = $2)"
         );
-        let result = sqlx::query(&sql)
-            .bind(&key.kid)
-            .bind(&key.purpose)
-            .bind(&key.alg)
-            .bind(&key.public_jwk)
-            .bind(&key.private_key)
-            .bind(key.created_at.0)
-            .bind(key.activates_at.0)
+        let result = bind_key(sqlx::query(&sql), &key)
             .execute(&mut *transaction)
             .await
             .map_err(map_error)?;

@@ -6,6 +6,21 @@ use crate::store::{KeyRecord, StoreError};
 
 const KEY_COLUMNS: &str = "kid, purpose, alg, public_jwk, private_key, created_at, activates_at, retired_at";
 
+/// Binds the seven columns of a new key row, in `KEY_COLUMNS` order without `retired_at`.
+fn bind_key<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    key: &'q KeyRecord,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    query
+        .bind(&key.kid)
+        .bind(&key.purpose)
+        .bind(&key.alg)
+        .bind(&key.public_jwk)
+        .bind(&key.private_key)
+        .bind(key.created_at.0)
+        .bind(key.activates_at.0)
+}
+
 impl SqliteStore {
     pub async fn signing_keys(&self, purpose: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM signing_keys WHERE purpose = ? ORDER BY activates_at, created_at");
@@ -23,14 +38,7 @@ impl SqliteStore {
                         .await
                         .map_err(map_error)?;
                     let sql = format!("INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)");
-                    sqlx::query(&sql)
-                        .bind(&key.kid)
-                        .bind(&key.purpose)
-                        .bind(&key.alg)
-                        .bind(&key.public_jwk)
-                        .bind(&key.private_key)
-                        .bind(key.created_at.0)
-                        .bind(key.activates_at.0)
+                    bind_key(sqlx::query(&sql), &key)
                         .execute(&mut *connection)
                         .await
                         .map_err(map_error)?;
@@ -50,14 +58,7 @@ impl SqliteStore {
                         "INSERT INTO signing_keys ({KEY_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, NULL \
                          WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE purpose = ?)"
                     );
-                    let result = sqlx::query(&sql)
-                        .bind(&key.kid)
-                        .bind(&key.purpose)
-                        .bind(&key.alg)
-                        .bind(&key.public_jwk)
-                        .bind(&key.private_key)
-                        .bind(key.created_at.0)
-                        .bind(key.activates_at.0)
+                    let result = bind_key(sqlx::query(&sql), &key)
                         .bind(&key.purpose)
                         .execute(&mut *connection)
                         .await
