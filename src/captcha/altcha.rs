@@ -36,7 +36,7 @@ const KEY_LENGTH: usize = 32;
 const KEY_PREFIX: &str = "00";
 /// Most key derivations running at once; each is CPU-bound work off the async threads.
 const MAX_CONCURRENT_DERIVATIONS: usize = 4;
-/// Highest accepted PBKDF2 cost, whatever a challenge says.
+/// Maximum accepted PBKDF2 cost, whatever a challenge contains.
 pub const MAX_COST: u32 = 1_000_000;
 
 /// Issues and verifies signed proof-of-work challenges.

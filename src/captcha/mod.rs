@@ -14,7 +14,7 @@ use sha2::Digest;
 use crate::config::{CaptchaConfig, CaptchaProvider};
 use crate::core::secret::Secret;
 
-/// Longest time one verification may take, retry included.
+/// Maximum time one verification may take, retry included.
 pub const VERIFY_BUDGET: Duration = Duration::from_secs(10);
 /// Longest accepted token, in bytes; Turnstile tokens have at most 2048 characters.
 pub const MAX_TOKEN_BYTES: usize = 2048;
@@ -22,7 +22,7 @@ pub const MAX_TOKEN_BYTES: usize = 2048;
 const TURNSTILE_URL: &str = "https://challenges.cloudflare.com/turnstile/v0/siteverify";
 const HCAPTCHA_URL: &str = "https://api.hcaptcha.com/siteverify";
 
-/// What a provider said of a token.
+/// A provider's verdict on a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Passed,

@@ -100,7 +100,7 @@ fn check_base_path(key: &str, path: &str, problems: &mut Vec<String>) {
     }
 }
 
-/// Longest sync token lifetime PowerSync accepts.
+/// Maximum sync token lifetime PowerSync accepts.
 const MAX_SYNC_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 fn check_sync(config: &Config, problems: &mut Vec<String>) {
@@ -177,7 +177,7 @@ fn check_hs256(config: &Config, problems: &mut Vec<String>) {
                 Err(_) => problems.push("`sync.hs256_secret` must be base64url".into()),
             }
             // The HMAC key is the decoded value, so compare both the text and the decoded bytes with
-            // every configured secret: PowerSync holds this key, and it must reveal none of them.
+            // every configured secret: PowerSync has this key, and it must reveal none of them.
             let decoded = super::decode_base64url(shared.expose()).unwrap_or_default();
             let reveals_secret = config.secret.iter().chain(&config.secrets).any(|secret| {
                 let text = secret.expose();

@@ -15,7 +15,7 @@ use crate::store::Store;
 /// than the longest `captcha.challenge_ttl` the configuration allows (10 minutes).
 const CLAIM_LIFETIME: Duration = Duration::from_secs(600);
 
-/// Where claimed tokens are kept: the database, or Redis with the Redis rate-limit backend.
+/// The store of claimed tokens: the database, or Redis with the Redis rate-limit backend.
 pub enum TokenClaims {
     Database(Store),
     Redis(RedisStore),

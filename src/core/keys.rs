@@ -26,7 +26,7 @@ const ENCRYPTION_LABEL: &[u8] = b"doorman private-key encryption v1";
 /// Prefix of the stored ciphertext format: `v1.` and base64url of the nonce and the ciphertext.
 const CIPHERTEXT_PREFIX: &str = "v1.";
 
-/// Which ring a key belongs to.
+/// The ring a key belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     /// Signs `/token` JWTs, published at `/jwks` under the base path.

@@ -101,7 +101,7 @@ pub enum Decision {
 }
 
 /// The key of a client address: IPv4 as it is, IPv6 by its /64 network, because one IPv6 client
-/// usually holds a whole /64.
+/// usually has a whole /64.
 pub fn ip_key(address: IpAddr) -> String {
     match address {
         IpAddr::V4(v4) => v4.to_string(),
@@ -119,7 +119,7 @@ pub fn ip_key(address: IpAddr) -> String {
 struct Window {
     opened: Millis,
     hits: u32,
-    /// Bumped each time the window reopens, so stale entries of the eviction queue can be told apart.
+    /// Bumped each time the window reopens, so stale entries of the eviction queue can be recognized.
     generation: u64,
 }
 

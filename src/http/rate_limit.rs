@@ -26,9 +26,9 @@ pub fn rules_for(relative: Option<&str>) -> &'static [Rule] {
     }
 }
 
-/// Counts the request against its rules and answers 429 `RATE_LIMITED` past any of them.
+/// Counts the request against its rules and returns 429 `RATE_LIMITED` past any of them.
 pub async fn limit_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    // Probes must keep answering during a Redis outage and from a shared address.
+    // Probes must keep responding during a Redis outage and from a shared address.
     let probe = matches!(request.uri().path(), "/health" | "/ready");
     if request.method() == Method::OPTIONS || probe || state.limiter.is_none() {
         return next.run(request).await;

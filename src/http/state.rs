@@ -22,7 +22,7 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
-/// What the sync gateway's routes need.
+/// The state of the sync gateway's routes.
 pub struct SyncRoutes {
     pub gateway: SyncGateway,
     pub powersync_url: String,

@@ -19,7 +19,7 @@ pub struct CodeMessage<'a> {
     pub valid_minutes: u64,
 }
 
-/// Why a message was not delivered. The text names the failure, never the address or the code.
+/// The reason a message was not delivered. The text names the failure, never the address or the code.
 #[derive(Debug)]
 pub struct MailError(pub String);
 

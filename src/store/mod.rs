@@ -188,7 +188,7 @@ pub enum CodeAttempt {
     Reserved { verification_id: String, value_hash: String, attempts: u32 },
 }
 
-/// What a successful code sign-in writes, in one transaction.
+/// The writes of a successful code sign-in, carried out in one transaction.
 #[derive(Debug, Clone)]
 pub struct CodeSignIn {
     /// The verification row, deleted so the code works once.
@@ -212,7 +212,7 @@ pub struct SignedIn {
     pub promoted: bool,
 }
 
-/// Which of a user's sessions a revocation names.
+/// The session of a user that a revocation names.
 #[derive(Debug, Clone)]
 pub enum SessionSelector {
     /// The session whose token has this hash.
@@ -259,7 +259,7 @@ macro_rules! dispatch {
 }
 
 /// Runs a use case on the engine. PostgreSQL calls are bounded by a deadline, because a network
-/// partition can leave a query waiting on a connection that never answers.
+/// partition can leave a query waiting on a connection that never responds.
 macro_rules! use_case {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
@@ -302,7 +302,7 @@ impl Store {
         dispatch!(self, store => store.migrate().await)
     }
 
-    /// Succeeds when the database answers and every embedded migration is applied.
+    /// Succeeds when the database responds and every embedded migration is applied.
     ///
     /// # Errors
     /// The reason the store is not ready.

@@ -254,7 +254,7 @@ async fn postgres_only_partition_answers_503() {
     let guest = app.guest().await;
 
     // Pooled connections stay open but go silent, so the next query waits on a reply that never
-    // comes; the acquire timeout or the per-use-case deadline turns that into a 503.
+    // comes. The acquire timeout or the per-use-case deadline turns that into a 503.
     proxy.freeze();
     let started = Instant::now();
     let during = app.get_session(&guest.bearer()).await;

@@ -2,7 +2,7 @@
 
 use sqlx::PgConnection;
 
-use super::{insert_event, insert_session, insert_user, map_error, PostgresStore, USER_COLUMNS};
+use super::{insert_event, insert_session, insert_user, insert_user_row, map_error, PostgresStore, USER_COLUMNS};
 use crate::core::events::OutboxEvent;
 use crate::core::time::Millis;
 use crate::store::{CodeAttempt, CodeSignIn, IssuedCode, NewCode, SignedIn, StoreError, UserRecord};
@@ -159,21 +159,7 @@ async fn sign_in_with_code(connection: &mut PgConnection, plan: CodeSignIn) -> R
 /// Returns the user with `new_user.email`, inserting `new_user` when there is none. A concurrent
 /// insert of the same email makes the insert do nothing, and the select then finds that row.
 async fn find_or_create_user(connection: &mut PgConnection, new_user: &UserRecord) -> Result<UserRecord, StoreError> {
-    let sql = format!(
-        "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (email) DO NOTHING"
-    );
-    sqlx::query(&sql)
-        .bind(&new_user.id)
-        .bind(&new_user.email)
-        .bind(new_user.email_verified)
-        .bind(&new_user.name)
-        .bind(new_user.image.as_deref())
-        .bind(new_user.is_anonymous)
-        .bind(new_user.created_at.0)
-        .bind(new_user.updated_at.0)
-        .execute(&mut *connection)
-        .await
-        .map_err(map_error)?;
+    insert_user_row(connection, new_user, "ON CONFLICT (email) DO NOTHING").await?;
 
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1 FOR UPDATE");
     sqlx::query_as(&sql).bind(&new_user.email).fetch_one(&mut *connection).await.map_err(map_error)

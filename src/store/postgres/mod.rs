@@ -70,7 +70,7 @@ impl PostgresStore {
         match tokio::time::timeout(self.deadline, operation).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(anyhow::anyhow!(
-                "the database did not answer within {} ms",
+                "the database did not respond within {} ms",
                 self.deadline.as_millis()
             ))),
         }
@@ -229,7 +229,12 @@ async fn insert_event(connection: &mut PgConnection, event: &OutboxEvent) -> Res
 }
 
 async fn insert_user(connection: &mut PgConnection, user: &UserRecord) -> Result<(), StoreError> {
-    let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+    insert_user_row(connection, user, "").await
+}
+
+/// Inserts a user row; `on_conflict` is an optional `ON CONFLICT` clause appended to the insert.
+async fn insert_user_row(connection: &mut PgConnection, user: &UserRecord, on_conflict: &str) -> Result<(), StoreError> {
+    let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) {on_conflict}");
     sqlx::query(&sql)
         .bind(&user.id)
         .bind(&user.email)
