@@ -8,7 +8,7 @@ use anyhow::Context;
 use axum::Router;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::captcha;
@@ -22,7 +22,9 @@ use crate::config::decode_base64url;
 use zeroize::Zeroizing;
 use crate::core::keys::KeyCipher;
 use crate::core::sync::{SyncGateway, SyncPolicy};
-use crate::http::state::SyncRoutes;
+use crate::core::upload::{TableRule, Uploader};
+use crate::http::state::{SyncRoutes, UploadRoute};
+use crate::store::upload::{CatalogError, UploadTarget};
 use crate::core::otp::CodeHasher;
 use crate::core::rate_limit::{Limits, MemoryLimiter, RateLimiter};
 use crate::config::RateLimitBackend;
@@ -63,14 +65,8 @@ impl Doorman {
         let limiter = limiter(&config, clock.clone(), redis.as_ref())?;
         let codes = Arc::new(code_service(&config, auth.clone(), limiter.clone())?);
         let tokens = Arc::new(token_issuer(&config, store.clone(), clock.clone()).await?);
-        let sync = config.sync.powersync_url.clone().map(|powersync_url| {
-            let policy = SyncPolicy {
-                audience: config.sync.audience.clone(),
-                token_ttl: config.sync.token_ttl.get(),
-                max_devices: config.sync.max_devices,
-            };
-            SyncRoutes { gateway: SyncGateway::new(store.clone(), clock.clone(), tokens.clone(), policy), powersync_url }
-        });
+        let sync = sync_routes(&config, &store, &clock, &tokens).await?;
+        let uploader = sync.as_ref().and_then(|routes| routes.uploads.as_ref()).map(|route| route.uploader.clone());
         let claims = match redis {
             Some(redis) => TokenClaims::Redis(redis),
             None => TokenClaims::Database(store.clone()),
@@ -103,8 +99,49 @@ impl Doorman {
             }))
         };
 
-        Ok((router, Handle { store, auth, tokens, stop, tasks: vec![sweeper, reloader] }))
+        Ok((router, Handle { store, auth, tokens, uploader, stop, tasks: vec![sweeper, reloader] }))
     }
+}
+
+/// The sync gateway, with `sync.powersync_url`; its upload route, with `sync.database_url`.
+async fn sync_routes(config: &Config, store: &Store, clock: &Clock, tokens: &Arc<TokenIssuer>) -> anyhow::Result<Option<SyncRoutes>> {
+    let Some(powersync_url) = config.sync.powersync_url.clone() else { return Ok(None) };
+    let policy = SyncPolicy {
+        audience: config.sync.audience.clone(),
+        token_ttl: config.sync.token_ttl.get(),
+        max_devices: config.sync.max_devices,
+    };
+    let gateway = SyncGateway::new(store.clone(), clock.clone(), tokens.clone(), policy);
+    let uploads = match config.sync.database_url {
+        Some(_) => Some(upload_route(config, clock).await?),
+        None => None,
+    };
+    Ok(Some(SyncRoutes { gateway, powersync_url, uploads }))
+}
+
+/// Opens the synced database and checks its tables against `sync.tables`. A database that cannot
+/// be reached does not stop the start: uploads answer 503 until it can.
+async fn upload_route(config: &Config, clock: &Clock) -> anyhow::Result<UploadRoute> {
+    let target = UploadTarget::open(&config.sync, &config.database)?;
+    match target.prepare().await {
+        Ok(()) => info!(schema = %config.sync.schema, tables = config.sync.tables.len(), "synced database ready for uploads"),
+        Err(mismatch @ CatalogError::Mismatch(_)) => return Err(anyhow::Error::new(mismatch).context("checking sync.tables")),
+        Err(error) => warn!(error = %error, "the synced database cannot be reached; uploads answer 503 until it can"),
+    }
+    let tables = config
+        .sync
+        .tables
+        .iter()
+        .map(|(name, table)| {
+            let rule = TableRule { columns: table.columns.iter().cloned().collect(), allow_delete: table.allow_delete };
+            (name.clone(), rule)
+        })
+        .collect();
+    Ok(UploadRoute {
+        uploader: Arc::new(Uploader::new(target, tables, clock.clone())),
+        max_body: usize::try_from(config.sync.max_body.0).unwrap_or(usize::MAX),
+        max_operations: config.sync.max_operations,
+    })
 }
 
 /// Time between two reloads of the signing keys, so a rotation reaches every instance.
@@ -178,6 +215,8 @@ pub struct Handle {
     store: Store,
     auth: Arc<Auth>,
     tokens: Arc<TokenIssuer>,
+    /// The upload route's writer, whose pool closes at shutdown.
+    uploader: Option<Arc<Uploader>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -210,6 +249,9 @@ impl Handle {
             let _ = task.await;
         }
         self.store.close().await;
+        if let Some(uploader) = &self.uploader {
+            uploader.target().close().await;
+        }
         info!("store closed");
     }
 }

@@ -122,6 +122,56 @@ fn check_sync(config: &Config, problems: &mut Vec<String>) {
     if config.sync.max_devices == 0 {
         problems.push("`sync.max_devices` must be at least 1".into());
     }
+    if config.sync.database_url.is_some() {
+        check_uploads(config, problems);
+    }
+}
+
+/// Longest PostgreSQL identifier, in bytes.
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// A plain PostgreSQL identifier: a letter or `_`, then letters, digits or `_`.
+fn is_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= MAX_IDENTIFIER_BYTES
+        && bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn check_uploads(config: &Config, problems: &mut Vec<String>) {
+    let sync = &config.sync;
+    let url = sync.database_url.as_deref().unwrap_or_default();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        problems.push("`sync.database_url` must be a postgres:// URL: uploads go to the PostgreSQL database PowerSync replicates".into());
+    }
+    for (key, name) in [("sync.schema", &sync.schema), ("sync.owner_column", &sync.owner_column)] {
+        if !is_identifier(name) {
+            problems.push(format!("`{key}` must be a plain identifier (letters, digits, '_'); found {name:?}"));
+        }
+    }
+    if sync.tables.is_empty() {
+        problems.push("`sync.tables` lists no table, so every upload would be rejected; add `[sync.tables.<name>] columns = [...]`".into());
+    }
+    for (table, rule) in &sync.tables {
+        if !is_identifier(table) {
+            problems.push(format!("`sync.tables` key {table:?} must be a plain identifier (letters, digits, '_')"));
+        }
+        for column in &rule.columns {
+            if column == "id" || *column == sync.owner_column {
+                problems.push(format!(
+                    "`sync.tables.{table}.columns` lists {column:?}; the id and the owner column are never written from a client"
+                ));
+            } else if !is_identifier(column) {
+                problems.push(format!("`sync.tables.{table}.columns` entry {column:?} must be a plain identifier"));
+            }
+        }
+    }
+    if sync.max_operations == 0 {
+        problems.push("`sync.max_operations` must be at least 1".into());
+    }
+    if sync.max_body.0 < 1024 {
+        problems.push(format!("`sync.max_body` must be at least 1KiB; found {} bytes", sync.max_body.0));
+    }
 }
 
 /// Prefixes of Cloudflare Turnstile's dummy secrets, which accept a well-known token.

@@ -62,6 +62,9 @@ pub enum CoreError {
     /// The user has `sync.max_devices` devices already.
     #[error("the device limit is reached")]
     DeviceLimitReached,
+    /// The device never asked for a sync token.
+    #[error("the device is not registered")]
+    DeviceNotRegistered,
     /// The rate limiter's shared store cannot be reached.
     #[error("the rate limiter is unavailable")]
     LimiterUnavailable,

@@ -17,3 +17,4 @@ pub mod session;
 pub mod sync;
 pub mod time;
 pub mod token;
+pub mod upload;

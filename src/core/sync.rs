@@ -89,6 +89,24 @@ impl SyncGateway {
 
         self.tokens.sync_token(&current.user.id, &self.policy.audience, self.policy.token_ttl)
     }
+
+    /// Checks that an uploading device was registered by the token route, to this user, and is
+    /// not revoked. Uploads never register devices.
+    ///
+    /// # Errors
+    /// `AnonymousSyncForbidden`, `DeviceNotRegistered`, `DeviceIdTaken`, `DeviceDisconnected`, or
+    /// a store failure.
+    pub async fn check_upload_device(&self, current: &Current, device: &DeviceId) -> Result<(), CoreError> {
+        if current.user.is_anonymous {
+            return Err(CoreError::AnonymousSyncForbidden);
+        }
+        match self.store.find_device(device.as_str()).await? {
+            None => Err(CoreError::DeviceNotRegistered),
+            Some(record) if record.user_id != current.user.id => Err(CoreError::DeviceIdTaken),
+            Some(record) if record.revoked_at.is_some() => Err(CoreError::DeviceDisconnected),
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -130,6 +130,12 @@ pub enum ApiError {
     /// 409 `DEVICE_LIMIT_REACHED`: the user has the maximum number of devices.
     #[error("The device limit is reached; revoke a device first")]
     DeviceLimitReached,
+    /// 403 `DEVICE_NOT_REGISTERED`: an upload from a device that never asked for a sync token.
+    #[error("The device is not registered; request a sync token first")]
+    DeviceNotRegistered,
+    /// 413 `PAYLOAD_TOO_LARGE`: an upload batch with more operations than `sync.max_operations`.
+    #[error("The batch has more than {0} operations")]
+    TooManyOperations(u32),
     /// 503 `SERVICE_UNAVAILABLE` with `Retry-After`: the store cannot be reached.
     #[error("The service is temporarily unavailable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
@@ -182,6 +188,8 @@ impl ApiError {
             DeviceIdTaken => (StatusCode::CONFLICT, "DEVICE_ID_TAKEN"),
             DeviceDisconnected => (StatusCode::FORBIDDEN, "DEVICE_DISCONNECTED"),
             DeviceLimitReached => (StatusCode::CONFLICT, "DEVICE_LIMIT_REACHED"),
+            DeviceNotRegistered => (StatusCode::FORBIDDEN, "DEVICE_NOT_REGISTERED"),
+            TooManyOperations(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR"),
         }
@@ -260,6 +268,7 @@ impl From<CoreError> for ApiError {
             CoreError::DeviceIdTaken => ApiError::DeviceIdTaken,
             CoreError::DeviceDisconnected => ApiError::DeviceDisconnected,
             CoreError::DeviceLimitReached => ApiError::DeviceLimitReached,
+            CoreError::DeviceNotRegistered => ApiError::DeviceNotRegistered,
             CoreError::LimiterUnavailable => ApiError::Unavailable(anyhow::anyhow!("the rate limiter is unavailable")),
             CoreError::NoSigningKey => ApiError::Internal(anyhow::anyhow!("no signing key is available")),
             CoreError::Store(error) => error.into(),

@@ -134,55 +134,64 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &AppState) -> Result<Self, ApiError> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|value| value.to_str().unwrap_or("invalid").to_string());
-        let declared_length = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|text| text.parse::<u64>().ok());
-        if declared_length.is_some_and(|length| length > AUTH_BODY_LIMIT as u64) {
-            return Err(ApiError::PayloadTooLarge(AUTH_BODY_LIMIT));
-        }
-
-        let bytes = axum::body::to_bytes(request.into_body(), AUTH_BODY_LIMIT).await.map_err(|error| {
-            if is_length_limit(&error) {
-                ApiError::PayloadTooLarge(AUTH_BODY_LIMIT)
-            } else {
-                ApiError::Validation("[body] the request body could not be read".into())
-            }
-        })?;
-
-        let value = if bytes.is_empty() {
-            serde_json::Value::Object(serde_json::Map::new())
-        } else {
-            match content_type.as_deref() {
-                None => return Err(ApiError::UnsupportedMediaType("Content-Type is required. Allowed types: application/json")),
-                Some(kind) if is_json(kind) => {}
-                Some(_) => return Err(ApiError::UnsupportedMediaType("Content-Type is not allowed. Allowed types: application/json")),
-            }
-            let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| ApiError::InvalidJson)?;
-            match value {
-                serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
-                serde_json::Value::Object(_) => value,
-                other => {
-                    return Err(ApiError::Validation(format!(
-                        "[body] Invalid input: expected object, received {}",
-                        json_kind(&other)
-                    )))
-                }
-            }
-        };
-
-        serde_path_to_error::deserialize(value).map(JsonBody).map_err(|error| {
-            let path = error.path().to_string();
-            let inner = error.into_inner().to_string();
-            let location = if path == "." { "body".to_string() } else { format!("body.{path}") };
-            ApiError::Validation(format!("[{location}] {inner}"))
-        })
+        let value = read_json_object(request, AUTH_BODY_LIMIT).await?;
+        deserialize_body(value).map(JsonBody)
     }
+}
+
+/// Reads a JSON object body of at most `limit` bytes; an empty body reads as `{}`.
+///
+/// # Errors
+/// As [`JsonBody`]: 415, 413 past `limit`, 400 `BAD_REQUEST` or `VALIDATION_ERROR`.
+pub async fn read_json_object(request: Request, limit: usize) -> Result<serde_json::Value, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|value| value.to_str().unwrap_or("invalid").to_string());
+    let declared_length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+
+    let bytes = axum::body::to_bytes(request.into_body(), limit).await.map_err(|error| {
+        if is_length_limit(&error) {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::Validation("[body] the request body could not be read".into())
+        }
+    })?;
+    if bytes.is_empty() {
+        return Ok(serde_json::Value::Object(serde_json::Map::new()));
+    }
+
+    match content_type.as_deref() {
+        None => return Err(ApiError::UnsupportedMediaType("Content-Type is required. Allowed types: application/json")),
+        Some(kind) if is_json(kind) => {}
+        Some(_) => return Err(ApiError::UnsupportedMediaType("Content-Type is not allowed. Allowed types: application/json")),
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| ApiError::InvalidJson)?;
+    match value {
+        serde_json::Value::Null => Ok(serde_json::Value::Object(serde_json::Map::new())),
+        serde_json::Value::Object(_) => Ok(value),
+        other => Err(ApiError::Validation(format!("[body] Invalid input: expected object, received {}", json_kind(&other)))),
+    }
+}
+
+/// Reads a typed body out of a JSON object, naming the failing field's path in the error.
+///
+/// # Errors
+/// 400 `VALIDATION_ERROR` for a missing field or a field of the wrong type.
+pub fn deserialize_body<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner().to_string();
+        let location = if path == "." { "body".to_string() } else { format!("body.{path}") };
+        ApiError::Validation(format!("[{location}] {inner}"))
+    })
 }
 
 fn is_json(content_type: &str) -> bool {

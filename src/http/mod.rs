@@ -12,7 +12,7 @@ pub mod routes;
 pub mod state;
 pub mod wire;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use self::routes::{anonymous, email_otp, jwt, meta, session, sync, user};
@@ -42,11 +42,12 @@ pub fn router(state: AppState, base_path: &str, sync_base_path: &str) -> Router 
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::origin_check));
 
     let mut root = Router::new().route("/health", get(meta::health)).route("/ready", get(meta::ready)).nest(base_path, auth);
-    if state.sync.is_some() {
-        let gateway = Router::new()
-            .route("/token", get(sync::token))
-            .route("/jwks", get(sync::jwks))
-            .method_not_allowed_fallback(meta::not_found);
+    if let Some(routes) = &state.sync {
+        let mut gateway = Router::new().route("/token", get(sync::token)).route("/jwks", get(sync::jwks));
+        if routes.uploads.is_some() {
+            gateway = gateway.route("/upload", put(sync::upload));
+        }
+        let gateway = gateway.method_not_allowed_fallback(meta::not_found);
         root = root.nest(sync_base_path, gateway);
     }
 

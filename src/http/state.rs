@@ -14,6 +14,7 @@ use crate::core::bot_check::BotCheck;
 use crate::core::codes::CodeService;
 use crate::core::jwt::TokenIssuer;
 use crate::core::sync::SyncGateway;
+use crate::core::upload::Uploader;
 use crate::core::rate_limit::RateLimiter;
 use crate::core::token::TokenSigner;
 use crate::store::Store;
@@ -26,6 +27,17 @@ pub struct AppState(Arc<Shared>);
 pub struct SyncRoutes {
     pub gateway: SyncGateway,
     pub powersync_url: String,
+    /// The upload route; `None` without `sync.database_url`, so it answers 404.
+    pub uploads: Option<UploadRoute>,
+}
+
+/// The upload route's state and limits.
+pub struct UploadRoute {
+    pub uploader: Arc<Uploader>,
+    /// `sync.max_body`, in bytes.
+    pub max_body: usize,
+    /// `sync.max_operations`.
+    pub max_operations: u32,
 }
 
 pub struct Shared {

@@ -6,6 +6,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+pub mod upload;
 
 use std::path::PathBuf;
 
@@ -408,6 +409,10 @@ impl Store {
     /// Lists devices, of one user or of all, newest first.
     pub async fn list_devices(&self, user_id: Option<&str>) -> Result<Vec<DeviceRecord>, StoreError> {
         use_case!(self, store => store.list_devices(user_id))
+    }
+
+    pub async fn find_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        use_case!(self, store => store.find_device(device_id))
     }
 
     /// Marks a device revoked; returns false when it does not exist or was already revoked.

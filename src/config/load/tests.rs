@@ -263,3 +263,49 @@ fn hs256_needs_a_distinct_long_secret_and_a_kid() {
     let error = load_env(&[("DOORMAN_SECRET", SECRET), ("DOORMAN_SYNC__ALG", "PS512")]).unwrap_err();
     assert!(format!("{error:#}").contains("sync.alg"));
 }
+
+fn load_toml(text: &str) -> anyhow::Result<Loaded> {
+    let file = empty_file();
+    std::fs::write(&file, text).unwrap();
+    load(LoadOptions { path: Some(file), dev: false, env: Vec::new() })
+}
+
+#[test]
+fn sync_tables_are_read_from_toml() {
+    let loaded = load_toml(&format!(
+        "secret = \"{SECRET}\"\n[sync]\ndatabase_url = \"postgres://app@db/app\"\nmax_operations = 10\n\
+         [sync.tables.notes]\ncolumns = [\"title\", \"done\"]\nallow_delete = true\n[sync.tables.tags]\ncolumns = [\"label\"]\n"
+    ))
+    .unwrap();
+    let tables = &loaded.config.sync.tables;
+    assert_eq!(tables["notes"].columns, ["title", "done"]);
+    assert!(tables["notes"].allow_delete);
+    assert!(!tables["tags"].allow_delete, "deletes are refused unless allowed");
+    assert_eq!(loaded.config.sync.max_operations, 10);
+}
+
+#[test]
+fn upload_settings_that_cannot_work_are_refused() {
+    let error = load_toml(&format!(
+        "secret = \"{SECRET}\"\n[sync]\ndatabase_url = \"mysql://db/app\"\nschema = \"app; drop\"\nmax_operations = 0\nmax_body = \"10B\"\n\
+         [sync.tables.notes]\ncolumns = [\"title\", \"id\", \"user_id\", \"bad name\"]\n[sync.tables.\"x-y\"]\ncolumns = []\n"
+    ))
+    .unwrap_err();
+
+    let message = format!("{error:#}");
+    for expected in [
+        "must be a postgres:// URL",
+        "`sync.schema` must be a plain identifier",
+        "lists \"id\"",
+        "lists \"user_id\"",
+        "entry \"bad name\"",
+        "key \"x-y\"",
+        "`sync.max_operations` must be at least 1",
+        "`sync.max_body` must be at least 1KiB",
+    ] {
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+
+    let error = load_toml(&format!("secret = \"{SECRET}\"\n[sync]\ndatabase_url = \"postgres://db/app\"\n")).unwrap_err();
+    assert!(format!("{error:#}").contains("`sync.tables` lists no table"), "{error:#}");
+}

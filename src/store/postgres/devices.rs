@@ -71,6 +71,11 @@ impl PostgresStore {
         sqlx::query_as(&sql).bind(user_id).fetch_all(&self.pool).await.map_err(map_error)
     }
 
+    pub async fn find_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1");
+        sqlx::query_as(&sql).bind(device_id).fetch_optional(&self.pool).await.map_err(map_error)
+    }
+
     pub async fn revoke_device(&self, device_id: &str, now: Millis) -> Result<bool, StoreError> {
         let result = sqlx::query("UPDATE devices SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now.0)

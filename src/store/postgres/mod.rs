@@ -269,7 +269,7 @@ async fn insert_session(connection: &mut PgConnection, session: &SessionRecord) 
 
 /// Sorts PostgreSQL failures into those a retry may cure (no connection, server shutting down,
 /// too many connections, a statement timeout) and the rest.
-fn map_error(error: sqlx::Error) -> StoreError {
+pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(database) = &error {
         if database.is_unique_violation() {
             return StoreError::Conflict(database.message().to_string());

@@ -68,6 +68,11 @@ impl SqliteStore {
         sqlx::query_as(&sql).bind(user_id).bind(user_id).fetch_all(&self.readers).await.map_err(map_error)
     }
 
+    pub async fn find_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?");
+        sqlx::query_as(&sql).bind(device_id).fetch_optional(&self.readers).await.map_err(map_error)
+    }
+
     pub async fn revoke_device(&self, device_id: &str, now: Millis) -> Result<bool, StoreError> {
         let (device_id, now) = (device_id.to_string(), now.0);
         self.writer
