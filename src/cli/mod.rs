@@ -18,6 +18,7 @@ use crate::server::{self, ServeOptions};
 use crate::core::jwt;
 use crate::core::keys::KeyCipher;
 use crate::core::time::Clock;
+use crate::store::upload::UploadTarget;
 use crate::store::{Engine, Store};
 use crate::telemetry::{self, LogFormat};
 
@@ -173,6 +174,16 @@ async fn migrate(path: Option<PathBuf>) -> anyhow::Result<()> {
     jwt::ensure_first_keys(&store, &cipher, Clock::system().now(), &config.sync.alg).await?;
     store.close().await;
     info!("migrations applied");
+
+    if config.sync.database_url.is_some() {
+        // The synced database is the app's: Doorman only adds `upload_rejections` there and checks
+        // the tables of `sync.tables`.
+        let target = UploadTarget::open(&config.sync, &config.database)?;
+        let prepared = target.prepare().await;
+        target.close().await;
+        prepared.context("preparing the synced database")?;
+        info!(schema = %config.sync.schema, "synced database ready for uploads");
+    }
     Ok(())
 }
 

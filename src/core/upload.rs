@@ -1,6 +1,6 @@
 //! Upload batches from sync clients: which operations may run, with which columns and values.
 //!
-//! A batch is checked against the table allowlist here; the store applies what passes in one
+//! This module checks a batch against the table allowlist. The store applies what passes in one
 //! transaction and adds the rejections it finds itself (`NOT_OWNER`, `INVALID_VALUE`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,9 +14,9 @@ use super::sync::DeviceId;
 use super::time::{Clock, Millis};
 use crate::store::upload::UploadTarget;
 
-/// Longest row id accepted, in bytes.
+/// Maximum length of a row id, in bytes.
 const MAX_ROW_ID_BYTES: usize = 255;
-/// Longest client text (op, table, id) kept in a rejection, in characters.
+/// Maximum length of client text (op, table, id) kept in a rejection, in characters.
 const MAX_ECHO_CHARS: usize = 255;
 
 /// An upload operation's kind.
@@ -41,7 +41,7 @@ impl OpKind {
     }
 }
 
-/// Why an operation was not applied.
+/// Reason an operation was not applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectionCode {
     TableNotWritable,
@@ -61,7 +61,7 @@ impl RejectionCode {
     }
 }
 
-/// One rejected operation, as answered and stored in `upload_rejections`.
+/// One rejected operation, as returned in the response and stored in `upload_rejections`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     /// The operation's position in the batch, from 0.
@@ -75,7 +75,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    /// A rejection of the planned operation `op`.
+    /// Builds a rejection of the planned operation `op`.
     pub fn of(op: &PlannedOp, code: RejectionCode, message: impl Into<String>) -> Self {
         let kind = match op.kind {
             OpKind::Put => "PUT",
@@ -122,7 +122,7 @@ pub struct Batch {
     pub now: Millis,
 }
 
-/// What the store did with a batch.
+/// Result of applying a batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UploadOutcome {
     /// Operations carried out, including deletions and updates that found no row.
@@ -190,7 +190,7 @@ fn plan_one(index: usize, operation: &Value, tables: &BTreeMap<String, TableRule
     Ok(PlannedOp { index, kind, table: table.to_string(), id: id.to_string(), values })
 }
 
-/// A JSON value as the text PostgreSQL casts to the column's type. A string is passed as it is,
+/// Converts a JSON value to the text PostgreSQL casts to the column's type. A string is passed as it is,
 /// so a JSON string reaching a `json` or `jsonb` column is parsed as JSON; other values are
 /// written as JSON text.
 fn column_text(value: &Value) -> Option<String> {
@@ -202,7 +202,7 @@ fn column_text(value: &Value) -> Option<String> {
     }
 }
 
-/// A client string kept in a rejection, shortened to a bounded length.
+/// Copies a client string into a rejection, cut to `MAX_ECHO_CHARS`.
 fn echo(value: Option<&Value>) -> Option<String> {
     value.and_then(Value::as_str).map(|text| text.chars().take(MAX_ECHO_CHARS).collect())
 }
@@ -279,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn strings_stay_as_sent_and_null_is_sql_null() {
+    fn strings_pass_unchanged_and_null_stays_null() {
         let operation = json!({"op": "PATCH", "type": "notes", "id": "n1", "data": {"meta": "{\"a\":1}", "title": null}});
         let (planned, _) = plan(&[operation], &tables());
         let values: BTreeMap<_, _> = planned[0].values.iter().cloned().collect();

@@ -9,24 +9,24 @@ use crate::core::upload::{Batch, OpKind, PlannedOp, Rejection, RejectionCode, Up
 use crate::store::postgres::map_error;
 use crate::store::StoreError;
 
-/// Longest database message kept in a rejection, in characters.
+/// Maximum length of a database message kept in a rejection, in characters.
 const MAX_MESSAGE_CHARS: usize = 500;
 
-/// What one operation did.
+/// Result of one operation.
 enum Applied {
     Done,
     /// The id exists under another owner, or under none; the row was left as it was.
     NotOwner,
 }
 
-/// Why one statement failed.
+/// Cause of a failed statement.
 enum Failure {
     /// A value or constraint error, which rejects the operation that ran the statement.
     Value(String),
     Store(StoreError),
 }
 
-/// Why a pass over the batch stopped.
+/// Cause of a stopped pass over the batch.
 enum PassError {
     /// The operation at this position of the batch failed on its values or a constraint.
     Value { position: usize, message: String },
@@ -39,7 +39,7 @@ impl From<Failure> for PassError {
     fn from(failure: Failure) -> Self {
         match failure {
             Failure::Value(message) => {
-                PassError::Store(StoreError::Other(anyhow::anyhow!("a bookkeeping statement was refused: {message}")))
+                PassError::Store(StoreError::Other(anyhow::anyhow!("a bookkeeping statement was rejected: {message}")))
             }
             Failure::Store(error) => PassError::Store(error),
         }
@@ -50,10 +50,10 @@ impl UploadTarget {
     /// Applies `batch` in one transaction with its rejections recorded in `upload_rejections`.
     ///
     /// The first pass runs every operation straight. When an operation fails on its values or a
-    /// constraint, that pass is rolled back, the operation is rejected as `INVALID_VALUE`, and the
-    /// batch runs again without it, this time with each operation under a savepoint, so any
-    /// further bad operation is rejected on its own and the batch does not run again for it.
-    /// When the commit itself fails on a deferred constraint, every operation is rejected.
+    /// constraint, that pass is rolled back and the operation is rejected as `INVALID_VALUE`.
+    /// The batch then runs again without it, with each operation under a savepoint, so a further
+    /// bad operation is rejected on its own and costs no third pass. When the commit itself fails
+    /// on a deferred constraint, every operation is rejected.
     ///
     /// # Errors
     /// `Unavailable` when the database cannot be reached or does not answer; nothing is applied.
@@ -84,7 +84,7 @@ impl UploadTarget {
         }
     }
 
-    /// One run of the batch in a transaction, skipping the operations of `failed`.
+    /// Runs the batch once in a transaction, skipping the operations of `failed`.
     async fn pass(&self, catalog: &Catalog, batch: &Batch, failed: &[Rejection], isolated: bool) -> Result<UploadOutcome, PassError> {
         let mut transaction = self.run(self.pool.begin()).await?;
         let mut outcome = UploadOutcome { applied: 0, rejected: batch.rejected.iter().chain(failed).cloned().collect() };
@@ -222,9 +222,10 @@ impl UploadTarget {
     }
 }
 
-/// The message of an error that rejects one operation's values: a data exception (class 22), an
-/// integrity violation (class 23), a refusal by row-level security or privileges (42501), a view's
-/// check option (44000) or an exception raised by the app's trigger (P0001).
+/// Returns the message of an error that rejects one operation's values, else `None`. Such errors
+/// are data exceptions (class 22) and integrity violations (class 23). So are rejections by
+/// row-level security or privileges (42501), a view's check option (44000) and an exception raised
+/// by the app's trigger (P0001).
 fn rejected_value(error: &sqlx::Error) -> Option<String> {
     let sqlx::Error::Database(database) = error else { return None };
     let code = database.code()?;

@@ -12,8 +12,8 @@ pub struct TableShape {
 }
 
 impl TableShape {
-    /// The type a value of `column` is cast to; every column asked for was checked when the
-    /// catalog was read.
+    /// Returns the type a value of `column` is cast to. Every column passed here was checked when
+    /// the catalog was read.
     pub fn type_of(&self, column: &str) -> &str {
         self.types.get(column).map_or("text", String::as_str)
     }
@@ -51,7 +51,7 @@ const UNIQUE_ID_SQL: &str = "SELECT DISTINCT c.relname \
     WHERE n.nspname = $1 AND c.relname = ANY($2) AND i.indisunique AND i.indnkeyatts = 1 \
         AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = 'id'";
 
-/// Why the synced tables cannot take uploads.
+/// Reasons the synced tables cannot take uploads.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("the synced database does not match `sync.tables`:\n  - {}", .0.join("\n  - "))]
@@ -62,9 +62,9 @@ pub enum CatalogError {
     Timeout(u128),
 }
 
-/// Reads the columns of every listed table of `schema` and checks that uploads can run on them:
-/// each table exists, has an `id` with a unique constraint of its own and a text owner column,
-/// and each listed column exists and can be written.
+/// Reads the columns of every listed table of `schema` and checks that uploads can run on them.
+/// Each table must exist with an `id` that has a unique constraint of its own and a text owner
+/// column. Each listed column must exist and be writable.
 pub async fn load(
     connection: &mut PgConnection,
     schema: &str,

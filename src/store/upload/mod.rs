@@ -42,7 +42,7 @@ pub struct UploadTarget {
     tables: BTreeMap<String, Vec<String>>,
     /// The last catalog read and when it was read.
     catalog: Mutex<Option<(Instant, Arc<Catalog>)>>,
-    /// Longest wait for one statement's answer.
+    /// Maximum wait for one statement's response.
     step_timeout: Duration,
 }
 
@@ -87,7 +87,7 @@ impl UploadTarget {
         Ok(())
     }
 
-    /// The catalog, read again when older than a minute.
+    /// Returns the catalog, read again when older than a minute.
     async fn catalog(&self) -> Result<Arc<Catalog>, StoreError> {
         let mut cached = self.catalog.lock().await;
         if let Some((read_at, catalog)) = cached.as_ref() {
@@ -119,7 +119,7 @@ impl UploadTarget {
     }
 
     /// Creates the rejections table under an advisory lock, so instances starting together do
-    /// not race; nothing is created when it exists, so the role then needs no `CREATE` right.
+    /// not race. An existing table is left alone, so the role then needs no `CREATE` right.
     async fn create_rejections_table(&self, connection: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
         let name = format!("{}.{REJECTIONS_TABLE}", quote(&self.schema));
         let exists: Option<String> =
@@ -149,7 +149,7 @@ impl UploadTarget {
         Ok(())
     }
 
-    /// Fails `operation` as unavailable when the database does not answer within the statement
+    /// Fails `operation` as unavailable when the database does not respond within the statement
     /// timeout and a margin, as in a network partition.
     async fn step<T>(&self, operation: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         match tokio::time::timeout(self.step_timeout, operation).await {
@@ -166,7 +166,7 @@ impl UploadTarget {
     }
 }
 
-/// A PostgreSQL identifier in double quotes.
+/// Quotes a PostgreSQL identifier with double quotes.
 fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
