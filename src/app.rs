@@ -103,7 +103,8 @@ impl Doorman {
     }
 }
 
-/// The sync gateway, with `sync.powersync_url`; its upload route, with `sync.database_url`.
+/// Builds the sync gateway when `sync.powersync_url` is set, and its upload route when
+/// `sync.database_url` is set too.
 async fn sync_routes(config: &Config, store: &Store, clock: &Clock, tokens: &Arc<TokenIssuer>) -> anyhow::Result<Option<SyncRoutes>> {
     let Some(powersync_url) = config.sync.powersync_url.clone() else { return Ok(None) };
     let policy = SyncPolicy {
@@ -120,13 +121,13 @@ async fn sync_routes(config: &Config, store: &Store, clock: &Clock, tokens: &Arc
 }
 
 /// Opens the synced database and checks its tables against `sync.tables`. A database that cannot
-/// be reached does not stop the start: uploads answer 503 until it can.
+/// be reached does not stop the start, because uploads return 503 until it can.
 async fn upload_route(config: &Config, clock: &Clock) -> anyhow::Result<UploadRoute> {
     let target = UploadTarget::open(&config.sync, &config.database)?;
     match target.prepare().await {
         Ok(()) => info!(schema = %config.sync.schema, tables = config.sync.tables.len(), "synced database ready for uploads"),
         Err(mismatch @ CatalogError::Mismatch(_)) => return Err(anyhow::Error::new(mismatch).context("checking sync.tables")),
-        Err(error) => warn!(error = %error, "the synced database cannot be reached; uploads answer 503 until it can"),
+        Err(error) => warn!(error = %error, "the synced database cannot be reached; uploads return 503 until it can"),
     }
     let tables = config
         .sync

@@ -130,7 +130,7 @@ fn check_sync(config: &Config, problems: &mut Vec<String>) {
 /// Longest PostgreSQL identifier, in bytes.
 const MAX_IDENTIFIER_BYTES: usize = 63;
 
-/// A plain PostgreSQL identifier: a letter or `_`, then letters, digits or `_`.
+/// Checks that `name` is a plain PostgreSQL identifier: a letter or `_`, then letters, digits or `_`.
 fn is_identifier(name: &str) -> bool {
     let mut bytes = name.bytes();
     name.len() <= MAX_IDENTIFIER_BYTES

@@ -27,7 +27,7 @@ pub struct AppState(Arc<Shared>);
 pub struct SyncRoutes {
     pub gateway: SyncGateway,
     pub powersync_url: String,
-    /// The upload route; `None` without `sync.database_url`, so it answers 404.
+    /// The upload route; `None` without `sync.database_url`, so the route returns 404.
     pub uploads: Option<UploadRoute>,
 }
 

@@ -38,7 +38,7 @@ struct UploadBody {
     operations: Vec<Value>,
 }
 
-/// Applies a write batch for a real user on a registered device and answers
+/// Applies a write batch for a real user on a registered device and responds with
 /// `{applied, rejected}`. The token route's checks run first, with the origin rule for cookies
 /// after the origin check; the body is read only once the caller passed them all.
 pub async fn upload(State(state): State<AppState>, Presented(presented): Presented, request: Request) -> Result<Response, ApiError> {
@@ -83,9 +83,9 @@ pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(response)
 }
 
-/// The checks both routes share, in order: a present `Origin` must be trusted; when the request
-/// `writes`, a cookie needs a trusted origin (`Origin`, else `Referer`); the session must be valid; the
-/// user must not be a guest.
+/// Runs the checks both routes share, in this order. A present `Origin` must be trusted. When the
+/// request `writes`, a cookie needs a trusted origin (`Origin`, else `Referer`). The session must
+/// be valid, and the user must not be a guest.
 async fn real_caller(state: &AppState, headers: &HeaderMap, presented: Option<SessionToken>, writes: bool) -> Result<Current, ApiError> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         if !origin.to_str().is_ok_and(|text| state.origins.is_trusted(text)) {
@@ -104,8 +104,8 @@ async fn real_caller(state: &AppState, headers: &HeaderMap, presented: Option<Se
     Ok(current)
 }
 
-/// The `X-Device-ID` header: 400 `DEVICE_ID_REQUIRED` without it, 400 `INVALID_DEVICE_ID` when
-/// it breaks the format.
+/// Reads the `X-Device-ID` header: 400 `DEVICE_ID_REQUIRED` without it, 400 `INVALID_DEVICE_ID`
+/// when it breaks the format.
 fn device_id(headers: &HeaderMap) -> Result<DeviceId, ApiError> {
     let device = headers.get("x-device-id").ok_or(ApiError::DeviceIdRequired)?;
     device.to_str().ok().and_then(DeviceId::parse).ok_or(ApiError::InvalidDeviceId)
