@@ -10,7 +10,7 @@ fn decode(part: &str) -> Value {
 }
 
 /// Verifies `token` against the JWKS document and returns its header and claims.
-fn verify(token: &str, jwks: &Value) -> (Value, Value) {
+pub fn verify(token: &str, jwks: &Value) -> (Value, Value) {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "a compact JWS has three parts");
     let header = decode(parts[0]);

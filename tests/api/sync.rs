@@ -238,3 +238,39 @@ async fn hs256_sync_tokens_use_the_shared_key_and_publish_nothing_symmetric() {
         }
     }
 }
+
+#[tokio::test]
+async fn sync_key_rotation_keeps_issued_tokens_valid() {
+    let app = app_with_sync().await;
+    let real = real_user(&app, "ada@example.com").await;
+    let issue = || async {
+        let body: Value = sync_token(&app, &real.bearer(), Some("laptop-1")).await.json().await.unwrap();
+        body["token"].as_str().unwrap().to_string()
+    };
+    let sync_jwks = || async { app.client.get(root_url(&app, "/jwks")).send().await.unwrap().json::<Value>().await.unwrap() };
+    let before = issue().await;
+    let old_kid = claims(&before).0["kid"].clone();
+
+    let secret = app.config.secret.clone().unwrap();
+    let cipher = doorman::core::keys::KeyCipher::new(&secret, &[]);
+    let grace = std::time::Duration::from_secs(900);
+    let ttl = app.config.sync.token_ttl.get();
+    let new = doorman::core::jwt::rotate(app.handle().store(), &cipher, doorman::core::keys::Purpose::Sync, "EdDSA", app.clock.now(), grace, ttl)
+        .await
+        .unwrap();
+    app.handle().reload_keys().await.unwrap();
+
+    assert_eq!(sync_jwks().await["keys"].as_array().unwrap().len(), 2, "the new key is published at once");
+    assert_eq!(claims(&issue().await).0["kid"], old_kid, "the old key signs during the grace");
+
+    app.clock.advance(grace + std::time::Duration::from_secs(1));
+    app.handle().reload_keys().await.unwrap();
+    assert_eq!(claims(&issue().await).0["kid"], new.kid.as_str(), "the new key signs after its activation");
+    crate::jwt::verify(&before, &sync_jwks().await);
+
+    app.clock.advance(ttl);
+    app.handle().reload_keys().await.unwrap();
+    let jwks = sync_jwks().await;
+    let kids: Vec<&Value> = jwks["keys"].as_array().unwrap().iter().map(|key| &key["kid"]).collect();
+    assert_eq!(kids, [&Value::from(new.kid.as_str())], "the old key retires once its last token expired");
+}
