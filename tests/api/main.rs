@@ -17,3 +17,4 @@ mod sessions;
 mod siteverify;
 mod smtp;
 mod sync;
+mod upload;

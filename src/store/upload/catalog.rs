@@ -100,6 +100,10 @@ pub async fn load(
             Some(_) => {}
         }
         for name in columns {
+            if name == "id" || name == owner_column {
+                problems.push(format!("column {table}.{name} is the id or the owner column, which clients never write"));
+                continue;
+            }
             match column(name) {
                 None => problems.push(format!("column {table}.{name} does not exist")),
                 Some(row) if row.computed => problems.push(format!("column {table}.{name} is generated and cannot be written")),

@@ -1,0 +1,151 @@
+//! Uploads while the sync database is unreachable or loses its connection in the middle of a
+//! batch: the response is 503 with `Retry-After`, and no part of the batch is written.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Response;
+use serde_json::{json, Value};
+
+use super::fixture::{
+    batch, note, patch, put, rejected_entries, rejection, spawn_app, until_available, upload, SyncSchema, Writer,
+};
+use crate::harness::{error_code, header, TestApp};
+use crate::proxy::TcpProxy;
+
+/// A trigger that delays any write of a `notes` row titled "slow" by 30 seconds.
+const SLOW_TRIGGER_SQL: &str = "
+    CREATE FUNCTION {schema}.hold_slow_notes() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.title = 'slow' THEN
+            PERFORM pg_sleep(30);
+        END IF;
+        RETURN NEW;
+    END
+    $$;
+    CREATE TRIGGER hold_slow_notes BEFORE INSERT OR UPDATE ON {schema}.notes
+        FOR EACH ROW EXECUTE FUNCTION {schema}.hold_slow_notes();
+";
+
+/// Starts a proxy in front of the sync database server and returns it with the database URL that
+/// goes through it.
+async fn sync_proxy(schema: &SyncSchema) -> (TcpProxy, String) {
+    let server: url::Url = schema.server.parse().unwrap();
+    let upstream = format!("{}:{}", server.host_str().unwrap(), server.port().unwrap_or(5432));
+    let proxy = TcpProxy::start(tokio::net::lookup_host(upstream).await.unwrap().next().unwrap()).await;
+
+    let mut proxied = server;
+    proxied.set_host(Some("127.0.0.1")).unwrap();
+    proxied.set_port(Some(proxy.address.port())).unwrap();
+    (proxy, proxied.to_string())
+}
+
+/// Starts an app whose sync database connections pass through `url`.
+async fn app_on(schema: &SyncSchema, url: String) -> TestApp {
+    spawn_app(schema, |config| config.sync.database_url = Some(url)).await
+}
+
+/// Asserts a 503 `SERVICE_UNAVAILABLE` response with a `Retry-After` of whole seconds.
+async fn assert_unavailable(response: Response) {
+    assert_eq!(response.status(), 503);
+    let retry_after = header(&response, "retry-after").expect("a Retry-After header");
+    assert!(retry_after.parse::<u64>().is_ok(), "Retry-After is in seconds: {retry_after}");
+    assert_eq!(error_code(response).await, "SERVICE_UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn database_cut_returns_503_then_recovers() {
+    let schema = SyncSchema::create().await;
+    let (proxy, url) = sync_proxy(&schema).await;
+    let app = app_on(&schema, url).await;
+    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    ada.upload(&app, vec![put("notes", "a", json!({ "title": "A" }))]).await;
+    let creds = ada.session.bearer();
+    let body = batch(vec![put("notes", "b", json!({ "title": "B" })), patch("notes", "a", json!({ "title": "A2" }))]);
+
+    proxy.cut();
+    let started = Instant::now();
+    let during = upload(&app, &creds, Some(&ada.device), &body).await;
+    let elapsed = started.elapsed();
+
+    assert!(elapsed < Duration::from_secs(10), "the 503 took {elapsed:?}");
+    assert_unavailable(during).await;
+    assert_eq!(schema.rows("notes").await, vec![note("a", ada.user_id(), json!({ "title": "A" }))], "nothing is applied");
+
+    proxy.restore();
+    let after = until_available(Duration::from_secs(15), || upload(&app, &creds, Some(&ada.device), &body)).await;
+
+    assert_eq!(after.status(), 200);
+    let answer: Value = after.json().await.unwrap();
+    assert_eq!(answer, json!({ "applied": 2, "rejected": [] }));
+    let expected = vec![note("a", ada.user_id(), json!({ "title": "A2" })), note("b", ada.user_id(), json!({ "title": "B" }))];
+    assert_eq!(schema.rows("notes").await, expected);
+}
+
+#[tokio::test]
+async fn start_succeeds_while_sync_database_is_down() {
+    let schema = SyncSchema::create().await;
+    let (proxy, url) = sync_proxy(&schema).await;
+    proxy.cut();
+
+    let app = app_on(&schema, url).await;
+    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+
+    let response = upload(&app, &ada.session.bearer(), Some(&ada.device), &batch(vec![put("notes", "a", json!({}))])).await;
+
+    assert_unavailable(response).await;
+    assert_eq!(schema.rows("notes").await, Vec::<Value>::new());
+}
+
+/// Terminates the sync connection that sleeps in `pg_sleep` on a statement of `schema`, polling
+/// for up to 15 seconds. Returns whether one was terminated.
+async fn terminate_sleeping_upload(schema: &SyncSchema) -> bool {
+    let sql = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'doorman-sync' AND query LIKE '%{}%' AND wait_event = 'PgSleep'",
+        schema.name
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let terminated: Vec<bool> = sqlx::query_scalar(&sql).fetch_all(&schema.pool).await.unwrap();
+        if terminated.contains(&true) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn connection_killed_mid_batch_applies_nothing() {
+    let schema = SyncSchema::create().await;
+    schema.execute(&SLOW_TRIGGER_SQL.replace("{schema}", &schema.name)).await;
+    let app = spawn_app(&schema, |_| {}).await;
+    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let creds = ada.session.bearer();
+    let mut operations = vec![
+        put("notes", "n1", json!({ "title": "n1" })),
+        put("notes", "n2", json!({ "title": "n2", "position": "abc" })),
+        put("notes", "n3", json!({ "title": "n3" })),
+    ];
+    let slow = put("notes", "n4", json!({ "title": "slow" }));
+    let last = put("notes", "n5", json!({ "title": "n5" }));
+
+    let with_slow = batch([operations.clone(), vec![slow, last.clone()]].concat());
+    let (response, terminated) = tokio::join!(upload(&app, &creds, Some(&ada.device), &with_slow), terminate_sleeping_upload(&schema));
+
+    assert!(terminated, "no sync connection slept on the slow row");
+    assert_unavailable(response).await;
+    assert_eq!(schema.rows("notes").await, Vec::<Value>::new(), "no row of the batch is written");
+    assert_eq!(schema.rejections().await, Vec::<Value>::new(), "the rejection of n2 is rolled back with the batch");
+
+    operations.push(last);
+    let without_slow = batch(operations);
+    let after = until_available(Duration::from_secs(15), || upload(&app, &creds, Some(&ada.device), &without_slow)).await;
+    assert_eq!(after.status(), 200);
+    let answer: Value = after.json().await.unwrap();
+    assert_eq!(answer["applied"], 3);
+    assert_eq!(rejected_entries(&answer), vec![rejection(1, "PUT", "notes", "n2", "INVALID_VALUE")]);
+    let ids: Vec<Value> = schema.rows("notes").await.iter().map(|row| row["id"].clone()).collect();
+    assert_eq!(ids, ["n1", "n3", "n5"].map(|id| json!(id)));
+    assert_eq!(schema.rejections().await.len(), 1);
+}
