@@ -30,6 +30,24 @@ fn migrator() -> Migrator {
     migrator
 }
 
+/// Builds a pool on `url` whose connections open on first use, carry `application_name` and the
+/// statement timeout, and follow the pool settings of `config`. `key` names the URL's setting in
+/// the error.
+///
+/// # Errors
+/// A URL that is not a valid `postgres://` URL.
+pub(crate) fn lazy_pool(url: &str, key: &str, application_name: &str, config: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    let statement_timeout = config.statement_timeout.get().as_millis().to_string();
+    let options = PgConnectOptions::from_str(url)
+        .with_context(|| format!("{key} is not a valid postgres:// URL"))?
+        .application_name(application_name)
+        .options([("statement_timeout", statement_timeout.as_str())]);
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections.max(1))
+        .acquire_timeout(config.acquire_timeout.get())
+        .connect_lazy_with(options))
+}
+
 /// Time added to the acquire and statement timeouts before a use case counts as unanswered.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 
@@ -52,15 +70,7 @@ impl PostgresStore {
     /// # Errors
     /// An invalid URL.
     pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Self> {
-        let statement_timeout = config.statement_timeout.get().as_millis().to_string();
-        let options = PgConnectOptions::from_str(&config.url)
-            .context("database.url is not a valid postgres:// URL")?
-            .application_name("doorman")
-            .options([("statement_timeout", statement_timeout.as_str())]);
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections.max(1))
-            .acquire_timeout(config.acquire_timeout.get())
-            .connect_lazy_with(options);
+        let pool = lazy_pool(&config.url, "database.url", "doorman", config)?;
         let deadline = config.acquire_timeout.get() + config.statement_timeout.get() + DEADLINE_MARGIN;
         Ok(Self { pool, deadline })
     }

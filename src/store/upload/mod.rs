@@ -8,18 +8,17 @@ mod catalog;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 use tokio::sync::Mutex;
 use tracing::{error, info};
 
 pub use self::catalog::CatalogError;
 use self::catalog::Catalog;
-use super::postgres::map_error;
+use super::postgres::{lazy_pool, map_error};
 use super::StoreError;
 use crate::config::{DatabaseConfig, SyncConfig};
 
@@ -54,15 +53,7 @@ impl UploadTarget {
     /// A URL that is not a valid `postgres://` URL.
     pub fn open(sync: &SyncConfig, database: &DatabaseConfig) -> anyhow::Result<Self> {
         let url = sync.database_url.as_deref().context("sync.database_url is not set")?;
-        let statement_timeout = database.statement_timeout.get().as_millis().to_string();
-        let options = PgConnectOptions::from_str(url)
-            .context("sync.database_url is not a valid postgres:// URL")?
-            .application_name("doorman-sync")
-            .options([("statement_timeout", statement_timeout.as_str())]);
-        let pool = PgPoolOptions::new()
-            .max_connections(database.max_connections.max(1))
-            .acquire_timeout(database.acquire_timeout.get())
-            .connect_lazy_with(options);
+        let pool = lazy_pool(url, "sync.database_url", "doorman-sync", database)?;
         Ok(Self {
             pool,
             schema: sync.schema.clone(),
