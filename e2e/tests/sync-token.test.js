@@ -14,6 +14,7 @@ import * as jose from "jose";
 
 import { createBearerClient, createCookieClient } from "../support/clients.js";
 import { TRUSTED_ORIGIN, startDoorman } from "../support/doorman.js";
+import { signInGuest, signInUser, uniqueDeviceId } from "../support/users.js";
 
 // The PowerSync service URL that Doorman returns as `powerSyncUrl`. No request goes to it.
 const POWERSYNC_URL = "https://sync.example.com";
@@ -40,39 +41,6 @@ const PUBLIC_KEY_SHAPES = {
 // JWK members that carry private or symmetric key material: `d` of OKP, EC and RSA keys, the
 // other RSA private members, and `k` of a symmetric (oct) key.
 const SECRET_JWK_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
-
-function uniqueEmail(label) {
-  return `${label}-${randomUUID()}@example.com`;
-}
-
-// A value for `X-Device-ID`: letters, digits and '-', 40 characters.
-function uniqueDeviceId() {
-  return `e2e-${randomUUID()}`;
-}
-
-// Signs in a new user with an email code, without a guest session first, and returns the
-// client holder and the user. `create` is createCookieClient or createBearerClient.
-async function signInUser(doorman, create) {
-  const holder = create(doorman.baseURL);
-  const email = uniqueEmail(`sync-${holder.mode}`);
-
-  const sent = await holder.client.emailOtp.sendVerificationOtp({ email, type: "sign-in" });
-  assert.equal(sent.error, null, `emailOtp.sendVerificationOtp failed: ${JSON.stringify(sent.error)}`);
-  const otp = await doorman.mail.waitForCode(email);
-
-  const { data, error } = await holder.client.signIn.emailOtp({ email, otp });
-  assert.equal(error, null, `signIn.emailOtp failed: ${JSON.stringify(error)}`);
-  assert.equal(data.user.isAnonymous, false);
-  return { holder, user: data.user };
-}
-
-async function signInGuest(doorman, create) {
-  const holder = create(doorman.baseURL);
-  const { data, error } = await holder.client.signIn.anonymous();
-  assert.equal(error, null, `signIn.anonymous failed: ${JSON.stringify(error)}`);
-  assert.equal(data.user.isAnonymous, true);
-  return { holder, user: data.user };
-}
 
 // Returns the headers that present the holder's session in a plain fetch. Cookie requests also
 // carry the trusted Origin, as a browser app sends it.
@@ -133,7 +101,7 @@ function verifyAsPowerSync(doorman, token, audience, alg = "EdDSA") {
 // response fields that do not depend on `sync.alg`. Returns the user, the response body and the
 // request time in whole seconds.
 async function issueUserSyncToken(doorman, create) {
-  const { holder, user } = await signInUser(doorman, create);
+  const { holder, user } = await signInUser(doorman, create, "sync");
   const requestedAt = Math.floor(Date.now() / 1000);
 
   const response = await fetchSyncToken(doorman, holder);
@@ -252,7 +220,7 @@ describe("default sync settings", () => {
   });
 
   test("general JWT fails sync verification", async () => {
-    const { holder } = await signInUser(doorman, createBearerClient);
+    const { holder } = await signInUser(doorman, createBearerClient, "sync");
     const generalToken = await fetchGeneralToken(doorman, holder);
 
     // The token is valid against the general JWKS, with the server origin as its audience and
@@ -276,7 +244,7 @@ describe("default sync settings", () => {
   });
 
   test("sync token fails general verification", async () => {
-    const { holder } = await signInUser(doorman, createBearerClient);
+    const { holder } = await signInUser(doorman, createBearerClient, "sync");
     const { body } = await fetchSyncToken(doorman, holder);
 
     await assert.rejects(jose.jwtVerify(body.token, jose.createRemoteJWKSet(generalJwksURL(doorman))), jose.errors.JWKSNoMatchingKey);
@@ -289,7 +257,7 @@ describe("default sync settings", () => {
   });
 
   test("sync token opens no session", async () => {
-    const { holder } = await signInUser(doorman, createBearerClient);
+    const { holder } = await signInUser(doorman, createBearerClient, "sync");
     const { body } = await fetchSyncToken(doorman, holder);
     const headers = { authorization: `Bearer ${body.token}` };
 
@@ -339,7 +307,7 @@ describe("custom audience and lifetime", () => {
   });
 
   test("custom audience and lifetime apply", async () => {
-    const { holder, user } = await signInUser(doorman, createBearerClient);
+    const { holder, user } = await signInUser(doorman, createBearerClient, "sync");
     const { body } = await fetchSyncToken(doorman, holder);
 
     const { payload } = await verifyAsPowerSync(doorman, body.token, audience);
@@ -399,7 +367,7 @@ for (const alg of ["RS256", "ES256"]) {
     });
 
     test(`${alg} sync token fails general verification`, async () => {
-      const { holder } = await signInUser(doorman, createBearerClient);
+      const { holder } = await signInUser(doorman, createBearerClient, "sync");
       const { body } = await fetchSyncToken(doorman, holder);
 
       await assert.rejects(
@@ -473,7 +441,7 @@ describe("sync.alg HS256", () => {
   });
 
   test("HS256 sync token fails sync JWKS verification", async () => {
-    const { holder } = await signInUser(doorman, createBearerClient);
+    const { holder } = await signInUser(doorman, createBearerClient, "sync");
     const { body } = await fetchSyncToken(doorman, holder);
 
     // A key set of jose 6.2.19 rejects every HMAC algorithm before it looks at a key, so each
