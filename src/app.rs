@@ -24,7 +24,7 @@ use crate::core::keys::KeyCipher;
 use crate::core::sync::{SyncGateway, SyncPolicy};
 use crate::core::upload::{TableRule, Uploader};
 use crate::http::state::{SyncRoutes, UploadRoute};
-use crate::store::upload::{CatalogError, UploadTarget};
+use crate::store::upload::UploadTarget;
 use crate::core::otp::CodeHasher;
 use crate::core::rate_limit::{Limits, MemoryLimiter, RateLimiter};
 use crate::config::RateLimitBackend;
@@ -126,8 +126,11 @@ async fn upload_route(config: &Config, clock: &Clock) -> anyhow::Result<UploadRo
     let target = UploadTarget::open(&config.sync, &config.database)?;
     match target.prepare().await {
         Ok(()) => info!(schema = %config.sync.schema, tables = config.sync.tables.len(), "synced database ready for uploads"),
-        Err(mismatch @ CatalogError::Mismatch(_)) => return Err(anyhow::Error::new(mismatch).context("checking sync.tables")),
-        Err(error) => warn!(error = %error, "the synced database cannot be reached; uploads return 503 until it can"),
+        Err(error) if error.is_unreachable() => {
+            let cause = target.connection_error().await.unwrap_or_else(|| error.to_string());
+            warn!(error = %cause, "the synced database cannot be reached; uploads return 503 until it can");
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context("preparing the synced database (sync.database_url)")),
     }
     let tables = config
         .sync
@@ -233,6 +236,13 @@ impl Handle {
     /// A store failure.
     pub async fn reload_keys(&self) -> Result<(), CoreError> {
         self.tokens.reload().await
+    }
+
+    /// Makes the next upload read the synced tables' catalog again, as it does each minute.
+    pub async fn reload_sync_catalog(&self) {
+        if let Some(uploader) = &self.uploader {
+            uploader.target().forget_catalog().await;
+        }
     }
 
     /// Runs one sweep of expired sessions and verifications now.

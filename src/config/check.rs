@@ -93,6 +93,20 @@ pub(super) fn check(config: &Config) -> anyhow::Result<()> {
     }
 }
 
+/// Lists settings that run but probably do not do what the operator meant.
+pub(super) fn doubts(config: &Config) -> Vec<String> {
+    let mut doubts = Vec::new();
+    let sync = &config.sync;
+    if sync.powersync_url.is_none() && (sync.database_url.is_some() || !sync.tables.is_empty()) {
+        doubts.push(
+            "`sync.database_url` or `sync.tables` is set without `sync.powersync_url`, so every sync route, \
+             upload included, returns 404"
+                .to_string(),
+        );
+    }
+    doubts
+}
+
 fn check_base_path(key: &str, path: &str, problems: &mut Vec<String>) {
     let valid = path.starts_with('/') && !path.ends_with('/') && !path.contains("//") && !path.contains('?');
     if !valid {

@@ -75,7 +75,10 @@ pub fn load(options: LoadOptions) -> anyhow::Result<Loaded> {
     });
 
     match checked {
-        Ok(config) => Ok(Loaded { config, warnings }),
+        Ok(config) => {
+            warnings.extend(super::check::doubts(&config));
+            Ok(Loaded { config, warnings })
+        }
         // A misspelt key is often the cause of the failure, so the warnings go with the error.
         Err(error) if !warnings.is_empty() => Err(error.context(format!("{}", warnings.join("\n")))),
         Err(error) => Err(error),

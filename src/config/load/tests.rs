@@ -309,3 +309,13 @@ fn upload_settings_that_cannot_work_are_refused() {
     let error = load_toml(&format!("secret = \"{SECRET}\"\n[sync]\ndatabase_url = \"postgres://db/app\"\n")).unwrap_err();
     assert!(format!("{error:#}").contains("`sync.tables` lists no table"), "{error:#}");
 }
+
+#[test]
+fn uploads_without_powersync_url_are_warned() {
+    let loaded = load_toml(&format!(
+        "secret = \"{SECRET}\"\n[sync]\ndatabase_url = \"postgres://db/app\"\n[sync.tables.notes]\ncolumns = [\"title\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(loaded.warnings[0].contains("without `sync.powersync_url`"), "{:?}", loaded.warnings);
+}

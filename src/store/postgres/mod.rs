@@ -279,13 +279,10 @@ async fn insert_session(connection: &mut PgConnection, session: &SessionRecord) 
 
 /// Sorts PostgreSQL failures into those a retry may cure (no connection, server shutting down,
 /// too many connections, a statement timeout) and the rest.
-pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(database) = &error {
-        if database.is_unique_violation() {
-            return StoreError::Conflict(database.message().to_string());
-        }
-    }
-    let transient = match &error {
+/// Tells whether a retry of the failed statement may succeed: the database is unreachable, busy,
+/// restarting, or cancelled the statement.
+pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
         // A connection that closes mid-handshake surfaces as a protocol error, such as an
         // unexpected answer to the TLS request.
@@ -296,8 +293,16 @@ pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
             code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300" | "57014" | "40001" | "40P01")
         }),
         _ => false,
-    };
-    if transient {
+    }
+}
+
+pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(database) = &error {
+        if database.is_unique_violation() {
+            return StoreError::Conflict(database.message().to_string());
+        }
+    }
+    if is_transient(&error) {
         StoreError::Unavailable(error.into())
     } else {
         StoreError::Other(error.into())

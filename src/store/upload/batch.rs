@@ -1,5 +1,8 @@
 //! Applying one upload batch in one transaction.
 
+use std::collections::BTreeSet;
+
+use sqlx::postgres::PgDatabaseError;
 use sqlx::{PgConnection, Postgres};
 
 use super::catalog::{Catalog, TableShape};
@@ -23,6 +26,8 @@ enum Applied {
 enum Failure {
     /// A value or constraint error, which rejects the operation that ran the statement.
     Value(String),
+    /// The table no longer has the shape the catalog recorded, such as a renamed column.
+    Schema(String),
     Store(StoreError),
 }
 
@@ -41,9 +46,17 @@ impl From<Failure> for PassError {
             Failure::Value(message) => {
                 PassError::Store(StoreError::Other(anyhow::anyhow!("a bookkeeping statement was rejected: {message}")))
             }
+            Failure::Schema(message) => PassError::Store(schema_changed(&message)),
             Failure::Store(error) => PassError::Store(error),
         }
     }
+}
+
+/// Builds the error of a batch that met a table whose schema changed since the catalog was read. The
+/// client retries the batch, which then runs against the new catalog.
+fn schema_changed(message: &str) -> StoreError {
+    tracing::error!(error = message, "an upload met a synced table whose schema changed; the catalog is read again");
+    StoreError::Unavailable(anyhow::anyhow!("a synced table changed: {message}"))
 }
 
 impl UploadTarget {
@@ -56,9 +69,22 @@ impl UploadTarget {
     /// on a deferred constraint, every operation is rejected.
     ///
     /// # Errors
-    /// `Unavailable` when the database cannot be reached or does not answer; nothing is applied.
+    /// `Unavailable` when the database cannot be reached or does not respond, or when a table the
+    /// batch touches no longer fits `sync.tables`; nothing is applied then.
     pub async fn apply(&self, batch: &Batch) -> Result<UploadOutcome, StoreError> {
         let catalog = self.catalog().await?;
+        let paused: BTreeSet<&str> = batch
+            .operations
+            .iter()
+            .map(|op| op.table.as_str())
+            .chain(std::iter::once(REJECTIONS_TABLE))
+            .filter(|table| catalog.broken.contains_key(*table))
+            .collect();
+        if !paused.is_empty() {
+            let problems: Vec<&String> = paused.iter().flat_map(|table| &catalog.broken[*table]).collect();
+            return Err(StoreError::Unavailable(anyhow::anyhow!("uploads are paused: {problems:?}")));
+        }
+
         let mut failed: Vec<Rejection> = Vec::new();
         let mut commit_failed = false;
         loop {
@@ -79,7 +105,12 @@ impl UploadTarget {
                 Err(PassError::Commit(message)) => {
                     return Err(StoreError::Other(anyhow::anyhow!("the rejections could not commit: {message}")));
                 }
-                Err(PassError::Store(error)) => return Err(error),
+                Err(PassError::Store(error)) => {
+                    if matches!(error, StoreError::Unavailable(_)) {
+                        self.forget_catalog().await;
+                    }
+                    return Err(error);
+                }
             }
         }
     }
@@ -93,7 +124,7 @@ impl UploadTarget {
             if failed.iter().any(|rejection| rejection.index == op.index) {
                 continue;
             }
-            let shape = catalog.get(&op.table).ok_or_else(|| {
+            let shape = catalog.tables.get(&op.table).ok_or_else(|| {
                 PassError::Store(StoreError::Other(anyhow::anyhow!("table {} is missing from the catalog", op.table)))
             })?;
             if isolated {
@@ -109,7 +140,7 @@ impl UploadTarget {
                     outcome.rejected.push(Rejection::of(op, RejectionCode::InvalidValue, message));
                 }
                 Err(Failure::Value(message)) => return Err(PassError::Value { position, message }),
-                Err(Failure::Store(error)) => return Err(PassError::Store(error)),
+                Err(failure) => return Err(failure.into()),
             }
             if isolated {
                 self.run(sqlx::query("RELEASE SAVEPOINT upload_op").execute(&mut *transaction)).await?;
@@ -121,7 +152,7 @@ impl UploadTarget {
         match self.run(transaction.commit()).await {
             Ok(()) => Ok(outcome),
             Err(Failure::Value(message)) => Err(PassError::Commit(message)),
-            Err(Failure::Store(error)) => Err(PassError::Store(error)),
+            Err(failure) => Err(failure.into()),
         }
     }
 
@@ -129,10 +160,7 @@ impl UploadTarget {
     /// error is the operation's, anything else stops the batch.
     async fn run<T>(&self, statement: impl std::future::Future<Output = Result<T, sqlx::Error>>) -> Result<T, Failure> {
         let result = self.step(async { Ok(statement.await) }).await.map_err(Failure::Store)?;
-        result.map_err(|error| match rejected_value(&error) {
-            Some(message) => Failure::Value(message),
-            None => Failure::Store(map_error(error)),
-        })
+        result.map_err(classify)
     }
 
     async fn operation(&self, connection: &mut PgConnection, shape: &TableShape, op: &PlannedOp, user_id: &str) -> Result<Applied, sqlx::Error> {
@@ -222,15 +250,29 @@ impl UploadTarget {
     }
 }
 
-/// Returns the message of an error that rejects one operation's values, else `None`. Such errors
-/// are data exceptions (class 22) and integrity violations (class 23). So are rejections by
-/// row-level security or privileges (42501), a view's check option (44000) and an exception raised
-/// by the app's trigger (P0001).
-fn rejected_value(error: &sqlx::Error) -> Option<String> {
-    let sqlx::Error::Database(database) = error else { return None };
-    let code = database.code()?;
-    let rejected = code.starts_with("22") || code.starts_with("23") || matches!(code.as_ref(), "42501" | "44000" | "P0001");
-    rejected.then(|| database.message().chars().take(MAX_MESSAGE_CHARS).collect())
+/// Sorts a statement's error by who can fix it.
+///
+/// The client's operation is rejected for data exceptions (class 22) and integrity violations
+/// (class 23). The same holds for a row-level security refusal (42501, since the catalog check
+/// found the table privileges), a view's check option (44000) and an app trigger's exception
+/// (P0001). Other errors of class 42, and 0A000, mean the table changed under the catalog. The
+/// rest is the database's.
+fn classify(error: sqlx::Error) -> Failure {
+    let sqlx::Error::Database(database) = &error else { return Failure::Store(map_error(error)) };
+    let Some(code) = database.code() else { return Failure::Store(map_error(error)) };
+    let mut message = database.message().to_string();
+    if let Some(detail) = database.try_downcast_ref::<PgDatabaseError>().and_then(PgDatabaseError::detail) {
+        message = format!("{message} ({detail})");
+    }
+    let message: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+
+    if code.starts_with("22") || code.starts_with("23") || matches!(code.as_ref(), "42501" | "44000" | "P0001") {
+        Failure::Value(message)
+    } else if code.starts_with("42") || code == "0A000" {
+        Failure::Schema(message)
+    } else {
+        Failure::Store(map_error(error))
+    }
 }
 
 /// PostgreSQL text cannot hold NUL, which a client may send in an id.

@@ -20,11 +20,13 @@ pub use self::catalog::CatalogError;
 use self::catalog::Catalog;
 use super::postgres::{lazy_pool, map_error};
 use super::StoreError;
-use crate::config::{DatabaseConfig, SyncConfig};
+use crate::config::{DatabaseConfig, SyncConfig, SyncTable};
 
 /// How long a catalog read stays in use before the next batch reads it again, so schema changes
 /// of the app reach running instances.
 const CATALOG_TTL: Duration = Duration::from_secs(60);
+/// The same for a catalog with a table that does not fit, so uploads resume soon after a fix.
+const BROKEN_CATALOG_TTL: Duration = Duration::from_secs(5);
 /// Time added to the statement timeout before a step counts as unanswered.
 const STEP_MARGIN: Duration = Duration::from_secs(1);
 /// Name of the table of rejected operations, in `sync.schema`.
@@ -37,8 +39,8 @@ pub struct UploadTarget {
     pool: PgPool,
     schema: String,
     owner_column: String,
-    /// Writable columns by table, from `sync.tables`.
-    tables: BTreeMap<String, Vec<String>>,
+    /// The writable tables, from `sync.tables`.
+    tables: BTreeMap<String, SyncTable>,
     /// The last catalog read and when it was read.
     catalog: Mutex<Option<(Instant, Arc<Catalog>)>>,
     /// Maximum wait for one statement's response.
@@ -58,65 +60,85 @@ impl UploadTarget {
             pool,
             schema: sync.schema.clone(),
             owner_column: sync.owner_column.clone(),
-            tables: sync.tables.iter().map(|(name, table)| (name.clone(), table.columns.clone())).collect(),
+            tables: sync.tables.clone(),
             catalog: Mutex::new(None),
             step_timeout: database.statement_timeout.get() + STEP_MARGIN,
         })
     }
 
-    /// Creates `upload_rejections` when missing and reads the catalog.
+    /// Creates `upload_rejections` when missing and reads the catalog; at start, every table must
+    /// fit.
     ///
     /// # Errors
-    /// `Mismatch` when the tables do not fit `sync.tables`, `Database` when the database cannot
-    /// be reached.
+    /// `Mismatch` when the tables do not fit `sync.tables`, `Database` or `Timeout` when the
+    /// database fails or cannot be reached.
     pub async fn prepare(&self) -> Result<(), CatalogError> {
         let mut cached = self.catalog.lock().await;
         let catalog = tokio::time::timeout(self.step_timeout, self.read_catalog())
             .await
             .map_err(|_| CatalogError::Timeout(self.step_timeout.as_millis()))??;
+        let problems = catalog.problems();
+        if !problems.is_empty() {
+            return Err(CatalogError::Mismatch(problems));
+        }
         *cached = Some((Instant::now(), Arc::new(catalog)));
         Ok(())
     }
 
     /// Returns the catalog, read again when older than a minute.
+    ///
+    /// A table that no longer fits `sync.tables`, after an app migration on a running instance,
+    /// pauses the uploads that touch it and no others. Its clients keep their batches and retry
+    /// once an operator has fixed the schema or the configuration.
     async fn catalog(&self) -> Result<Arc<Catalog>, StoreError> {
         let mut cached = self.catalog.lock().await;
         if let Some((read_at, catalog)) = cached.as_ref() {
-            if read_at.elapsed() < CATALOG_TTL {
+            let ttl = if catalog.broken.is_empty() { CATALOG_TTL } else { BROKEN_CATALOG_TTL };
+            if read_at.elapsed() < ttl {
                 return Ok(catalog.clone());
             }
         }
-        match self.step(async { Ok(self.read_catalog().await) }).await? {
-            Ok(catalog) => {
-                let catalog = Arc::new(catalog);
-                *cached = Some((Instant::now(), catalog.clone()));
-                Ok(catalog)
-            }
-            Err(CatalogError::Database(error)) => Err(map_error(error)),
-            Err(timeout @ CatalogError::Timeout(_)) => Err(StoreError::Unavailable(timeout.into())),
-            Err(mismatch @ CatalogError::Mismatch(_)) => {
-                // The app's schema changed under a running instance; the client keeps its batch
-                // and retries once an operator has fixed the schema or `sync.tables`.
-                error!(error = %mismatch, "uploads are paused");
-                Err(StoreError::Unavailable(mismatch.into()))
-            }
+        let catalog = match self.step(async { Ok(self.read_catalog().await) }).await? {
+            Ok(catalog) => Arc::new(catalog),
+            Err(CatalogError::Database(error)) => return Err(map_error(error)),
+            Err(other) => return Err(StoreError::Unavailable(other.into())),
+        };
+        let problems = catalog.problems();
+        if !problems.is_empty() {
+            error!(problems = %problems.join("; "), "uploads to these tables are paused until the schema fits sync.tables");
         }
+        *cached = Some((Instant::now(), catalog.clone()));
+        Ok(catalog)
+    }
+
+    /// Drops the cached catalog, so the next batch reads it again, as after a statement found
+    /// the schema changed.
+    pub async fn forget_catalog(&self) {
+        *self.catalog.lock().await = None;
     }
 
     async fn read_catalog(&self) -> Result<Catalog, CatalogError> {
         let mut connection = self.pool.acquire().await?;
-        self.create_rejections_table(&mut connection).await?;
-        catalog::load(&mut connection, &self.schema, &self.owner_column, &self.tables).await
+        let insertable = self.create_rejections_table(&mut connection).await?;
+        let mut catalog = catalog::load(&mut connection, &self.schema, &self.owner_column, &self.tables).await?;
+        if !insertable {
+            let problem = format!("the role of sync.database_url lacks INSERT on table {}.{REJECTIONS_TABLE}", self.schema);
+            catalog.broken.insert(REJECTIONS_TABLE.to_string(), vec![problem]);
+        }
+        Ok(catalog)
     }
 
     /// Creates the rejections table under an advisory lock, so instances starting together do
-    /// not race. An existing table is left alone, so the role then needs no `CREATE` right.
-    async fn create_rejections_table(&self, connection: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    /// not race, and returns whether the role may insert into it. An existing table is left
+    /// alone, so the role then needs no `CREATE` right.
+    async fn create_rejections_table(&self, connection: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
         let name = format!("{}.{REJECTIONS_TABLE}", quote(&self.schema));
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT to_regclass($1)::text").bind(&name).fetch_one(&mut *connection).await?;
-        if exists.is_some() {
-            return Ok(());
+        let insertable: Option<bool> = sqlx::query_scalar("SELECT has_table_privilege(to_regclass($1), 'INSERT')")
+            .bind(&name)
+            .fetch_one(&mut *connection)
+            .await?;
+        if let Some(insertable) = insertable {
+            return Ok(insertable);
         }
         let mut transaction = sqlx::Connection::begin(&mut *connection).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(REJECTIONS_LOCK).execute(&mut *transaction).await?;
@@ -137,7 +159,7 @@ impl UploadTarget {
         sqlx::query(&index).execute(&mut *transaction).await?;
         transaction.commit().await?;
         info!(schema = %self.schema, "created the upload_rejections table");
-        Ok(())
+        Ok(true)
     }
 
     /// Fails `operation` as unavailable when the database does not respond within the statement
@@ -149,6 +171,21 @@ impl UploadTarget {
                 "the synced database did not respond within {} ms",
                 self.step_timeout.as_millis()
             ))),
+        }
+    }
+
+    /// Opens one connection outside the pool and returns why it failed, since a pool that timed
+    /// out hides the cause, such as a refused connection.
+    pub async fn connection_error(&self) -> Option<String> {
+        let options = self.pool.connect_options();
+        let attempt = tokio::time::timeout(self.step_timeout, <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)).await;
+        match attempt {
+            Ok(Ok(connection)) => {
+                let _ = sqlx::Connection::close(connection).await;
+                None
+            }
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("no connection within {} ms", self.step_timeout.as_millis())),
         }
     }
 

@@ -149,3 +149,29 @@ async fn connection_killed_mid_batch_applies_nothing() {
     assert_eq!(ids, ["n1", "n3", "n5"].map(|id| json!(id)));
     assert_eq!(schema.rejections().await.len(), 1);
 }
+
+#[tokio::test]
+async fn renamed_column_pauses_only_its_table() {
+    let schema = SyncSchema::create().await;
+    let app = spawn_app(&schema, |_| {}).await;
+    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let creds = ada.session.bearer();
+    ada.upload(&app, vec![put("tags", "g1", json!({ "label": "a" }))]).await;
+    let rename = |from: &str, to: &str| format!("ALTER TABLE {}.tags RENAME COLUMN {from} TO {to}", schema.name);
+
+    schema.execute(&rename("label", "caption")).await;
+    let both = batch(vec![put("notes", "n1", json!({ "title": "A" })), patch("tags", "g1", json!({ "label": "b" }))]);
+    assert_unavailable(upload(&app, &creds, Some(&ada.device), &both).await).await;
+    assert_eq!(schema.rows("notes").await, Vec::<Value>::new(), "nothing of the batch is applied");
+
+    let notes_only = ada.upload(&app, vec![put("notes", "n1", json!({ "title": "A" }))]).await;
+    assert_eq!(notes_only, json!({ "applied": 1, "rejected": [] }), "a batch on other tables goes on");
+    let tags_only = batch(vec![patch("tags", "g1", json!({ "label": "b" }))]);
+    assert_unavailable(upload(&app, &creds, Some(&ada.device), &tags_only).await).await;
+
+    schema.execute(&rename("caption", "label")).await;
+    app.handle().reload_sync_catalog().await;
+    let fixed = ada.upload(&app, vec![patch("tags", "g1", json!({ "label": "b" }))]).await;
+    assert_eq!(fixed, json!({ "applied": 1, "rejected": [] }));
+    assert_eq!(schema.rows("tags").await[0]["label"], "b");
+}

@@ -110,3 +110,40 @@ async fn start_creates_rejection_table_once() {
     assert_eq!(schema.rejections().await.len(), 1, "a second start keeps the stored rejections");
     drop(second);
 }
+
+#[tokio::test]
+async fn start_rejects_unknown_database() {
+    let schema = SyncSchema::create().await;
+    let mut url: url::Url = schema.server.parse().unwrap();
+    url.set_path("/doorman_no_such_database");
+
+    let error = start_error(&schema, |config| config.sync.database_url = Some(url.to_string()))
+        .await
+        .expect("start fails on a database that does not exist");
+
+    assert!(error.contains("sync.database_url"), "the error names the setting: {error}");
+    assert!(error.contains("doorman_no_such_database"), "the error names the database: {error}");
+}
+
+#[tokio::test]
+async fn start_rejects_role_without_privileges() {
+    let schema = SyncSchema::create().await;
+    let role = format!("{}_writer", schema.name);
+    let name = &schema.name;
+    schema
+        .execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT USAGE, CREATE ON SCHEMA {name} TO {role}; \
+             GRANT SELECT, INSERT ON {name}.notes TO {role}; GRANT SELECT, INSERT, UPDATE ON {name}.tags TO {role}"
+        ))
+        .await;
+    let mut url: url::Url = schema.server.parse().unwrap();
+    url.set_username(&role).unwrap();
+
+    let error = start_error(&schema, |config| config.sync.database_url = Some(url.to_string())).await;
+    schema.execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}")).await;
+
+    let error = error.expect("start fails without the table privileges");
+    assert!(error.contains(&format!("lacks UPDATE on table {name}.notes")), "{error}");
+    assert!(error.contains(&format!("lacks DELETE on table {name}.notes")), "notes allow deletes: {error}");
+    assert!(!error.contains(&format!("{name}.tags")), "tags need no DELETE, since they allow none: {error}");
+}
