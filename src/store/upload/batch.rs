@@ -96,11 +96,10 @@ impl UploadTarget {
                 }
                 Err(PassError::Commit(message)) if !commit_failed => {
                     commit_failed = true;
-                    failed = batch
-                        .operations
-                        .iter()
-                        .map(|op| Rejection::of(op, RejectionCode::InvalidValue, format!("the batch could not commit: {message}")))
-                        .collect();
+                    let rejected: Vec<usize> = failed.iter().map(|rejection| rejection.index).collect();
+                    let rest = batch.operations.iter().filter(|op| !rejected.contains(&op.index));
+                    let message = format!("the batch could not commit: {message}");
+                    failed.extend(rest.map(|op| Rejection::of(op, RejectionCode::InvalidValue, message.clone())));
                 }
                 Err(PassError::Commit(message)) => {
                     return Err(StoreError::Other(anyhow::anyhow!("the rejections could not commit: {message}")));

@@ -125,3 +125,46 @@ async fn per_operation_rejection_codes() {
     assert_eq!(schema.rows("tags").await, vec![json!({ "id": "t1", "user_id": ada.user_id(), "label": "home" })]);
     assert_eq!(schema.rejections().await.len(), 9, "every rejection is stored");
 }
+
+#[tokio::test]
+async fn deferred_constraint_rejects_whole_batch() {
+    let schema = SyncSchema::create().await;
+    schema
+        .execute(&format!(
+            "CREATE TABLE {0}.links (id text PRIMARY KEY, user_id text, \
+             note_id text REFERENCES {0}.notes (id) DEFERRABLE INITIALLY DEFERRED)",
+            schema.name
+        ))
+        .await;
+    let app = spawn_app(&schema, |config| {
+        let links = doorman::config::SyncTable { columns: vec!["note_id".into()], allow_delete: true };
+        config.sync.tables.insert("links".into(), links);
+    })
+    .await;
+    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+
+    let answer = ada
+        .upload(
+            &app,
+            vec![
+                put("notes", "n1", json!({ "title": "A" })),
+                put("notes", "n2", json!({ "position": "abc" })),
+                put("links", "l1", json!({ "note_id": "missing" })),
+            ],
+        )
+        .await;
+
+    assert_eq!(answer["applied"], 0, "no operation can commit: {answer}");
+    let expected = vec![
+        rejection(0, "PUT", "notes", "n1", "INVALID_VALUE"),
+        rejection(1, "PUT", "notes", "n2", "INVALID_VALUE"),
+        rejection(2, "PUT", "links", "l1", "INVALID_VALUE"),
+    ];
+    assert_eq!(rejected_entries(&answer), expected);
+    let messages: Vec<&str> = answer["rejected"].as_array().unwrap().iter().map(|entry| entry["message"].as_str().unwrap()).collect();
+    assert!(messages[0].starts_with("the batch could not commit"), "{}", messages[0]);
+    assert!(messages[1].contains("invalid input syntax for type integer"), "the first cause is kept: {}", messages[1]);
+    assert!(messages[2].contains("foreign key"), "{}", messages[2]);
+    assert!(schema.rows("notes").await.is_empty(), "nothing is written");
+    assert_eq!(schema.rejections().await.len(), 3, "the rejections are stored");
+}
