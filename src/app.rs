@@ -93,13 +93,20 @@ impl Doorman {
         };
         let reloader = {
             let tokens = tokens.clone();
-            tokio::spawn(every(KEY_RELOAD_INTERVAL, stopped, move || {
+            tokio::spawn(every(KEY_RELOAD_INTERVAL, stopped.clone(), move || {
                 let tokens = tokens.clone();
                 async move { reload_keys(&tokens).await }
             }))
         };
+        let mut tasks = vec![sweeper, reloader];
+        if let Some(uploader) = uploader.clone() {
+            tasks.push(tokio::spawn(every(CATALOG_CHECK_INTERVAL, stopped, move || {
+                let uploader = uploader.clone();
+                async move { uploader.target().check_catalog().await }
+            })));
+        }
 
-        Ok((router, Handle { store, auth, tokens, uploader, stop, tasks: vec![sweeper, reloader] }))
+        Ok((router, Handle { store, auth, tokens, uploader, stop, tasks }))
     }
 }
 
@@ -150,6 +157,9 @@ async fn upload_route(config: &Config, clock: &Clock) -> anyhow::Result<UploadRo
 
 /// Time between two reloads of the signing keys, so a rotation reaches every instance.
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+/// Time between two checks of the synced tables, so a table that stopped fitting `sync.tables` is
+/// logged even while no client uploads.
+const CATALOG_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 async fn token_issuer(config: &Config, store: Store, clock: Clock) -> anyhow::Result<TokenIssuer> {
     let secret = config.secret.as_ref().context("`secret` is missing")?;

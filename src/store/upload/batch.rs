@@ -28,6 +28,8 @@ enum Failure {
     Value(String),
     /// The table no longer has the shape the catalog recorded, such as a renamed column.
     Schema(String),
+    /// A refusal by row-level security, or a privilege revoked since the catalog was read.
+    Denied(String),
     Store(StoreError),
 }
 
@@ -46,16 +48,16 @@ impl From<Failure> for PassError {
             Failure::Value(message) => {
                 PassError::Store(StoreError::Other(anyhow::anyhow!("a bookkeeping statement was rejected: {message}")))
             }
-            Failure::Schema(message) => PassError::Store(schema_changed(&message)),
+            Failure::Schema(message) | Failure::Denied(message) => PassError::Store(table_changed(&message)),
             Failure::Store(error) => PassError::Store(error),
         }
     }
 }
 
-/// Builds the error of a batch that met a table whose schema changed since the catalog was read. The
-/// client retries the batch, which then runs against the new catalog.
-fn schema_changed(message: &str) -> StoreError {
-    tracing::error!(error = message, "an upload met a synced table whose schema changed; the catalog is read again");
+/// Builds the error of a batch that met a table whose schema or privileges changed since the
+/// catalog was read. The client retries the batch, which then runs against the new catalog.
+fn table_changed(message: &str) -> StoreError {
+    tracing::error!(error = message, "an upload met a synced table that changed; the catalog is read again");
     StoreError::Unavailable(anyhow::anyhow!("a synced table changed: {message}"))
 }
 
@@ -129,7 +131,11 @@ impl UploadTarget {
             if isolated {
                 self.run(sqlx::query("SAVEPOINT upload_op").execute(&mut *transaction)).await?;
             }
-            match self.run(self.operation(&mut transaction, shape, op, &batch.user_id)).await {
+            let result = match self.run(self.operation(&mut transaction, shape, op, &batch.user_id)).await {
+                Err(Failure::Denied(message)) => Err(self.denied(&op.table, message).await),
+                other => other,
+            };
+            match result {
                 Ok(Applied::Done) => outcome.applied += 1,
                 Ok(Applied::NotOwner) => {
                     outcome.rejected.push(Rejection::of(op, RejectionCode::NotOwner, "the row belongs to another user"));
@@ -152,6 +158,16 @@ impl UploadTarget {
             Ok(()) => Ok(outcome),
             Err(Failure::Value(message)) => Err(PassError::Commit(message)),
             Err(failure) => Err(failure.into()),
+        }
+    }
+
+    /// Sorts a refused statement: a rejection by row-level security when the table still has the
+    /// privileges uploads need, else a pause of the table's uploads until an operator grants them.
+    async fn denied(&self, table: &str, message: String) -> Failure {
+        match self.still_permitted(table).await {
+            Ok(true) => Failure::Value(message),
+            Ok(false) => Failure::Store(StoreError::Unavailable(anyhow::anyhow!("uploads to table {table} are paused: {message}"))),
+            Err(error) => Failure::Store(error),
         }
     }
 
@@ -252,10 +268,10 @@ impl UploadTarget {
 /// Sorts a statement's error by who can fix it.
 ///
 /// The client's operation is rejected for data exceptions (class 22) and integrity violations
-/// (class 23). The same holds for a row-level security refusal (42501, since the catalog check
-/// found the table privileges), a view's check option (44000) and an app trigger's exception
-/// (P0001). Other errors of class 42, and 0A000, mean the table changed under the catalog. The
-/// rest is the database's.
+/// (class 23), a view's check option (44000) and an app trigger's exception (P0001). A refusal
+/// (42501) is sorted further by the caller, since it comes from row-level security or from a
+/// revoked privilege. Other errors of class 42, and 0A000, mean the table changed under the
+/// catalog. The rest is the database's.
 fn classify(error: sqlx::Error) -> Failure {
     let sqlx::Error::Database(database) = &error else { return Failure::Store(map_error(error)) };
     let Some(code) = database.code() else { return Failure::Store(map_error(error)) };
@@ -265,8 +281,10 @@ fn classify(error: sqlx::Error) -> Failure {
     }
     let message: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
 
-    if code.starts_with("22") || code.starts_with("23") || matches!(code.as_ref(), "42501" | "44000" | "P0001") {
+    if code.starts_with("22") || code.starts_with("23") || matches!(code.as_ref(), "44000" | "P0001") {
         Failure::Value(message)
+    } else if code == "42501" {
+        Failure::Denied(message)
     } else if code.starts_with("42") || code == "0A000" {
         Failure::Schema(message)
     } else {

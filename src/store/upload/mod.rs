@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sqlx::postgres::PgPool;
 use tokio::sync::Mutex;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub use self::catalog::CatalogError;
 use self::catalog::Catalog;
@@ -101,7 +101,11 @@ impl UploadTarget {
         let catalog = match self.step(async { Ok(self.read_catalog().await) }).await? {
             Ok(catalog) => Arc::new(catalog),
             Err(CatalogError::Database(error)) => return Err(map_error(error)),
-            Err(other) => return Err(StoreError::Unavailable(other.into())),
+            Err(mismatch @ CatalogError::Mismatch(_)) => {
+                error!(error = %mismatch, "uploads are paused until the synced database fits sync.tables");
+                return Err(StoreError::Unavailable(mismatch.into()));
+            }
+            Err(timeout) => return Err(StoreError::Unavailable(timeout.into())),
         };
         let problems = catalog.problems();
         if !problems.is_empty() {
@@ -117,9 +121,40 @@ impl UploadTarget {
         *self.catalog.lock().await = None;
     }
 
+    /// Reads the catalog now, so a table that stopped fitting is logged even while no client
+    /// uploads.
+    pub async fn check_catalog(&self) {
+        self.forget_catalog().await;
+        if let Err(StoreError::Unavailable(cause) | StoreError::Other(cause)) = self.catalog().await {
+            warn!(error = format!("{cause:#}"), "reading the synced tables' catalog failed");
+        }
+    }
+
+    /// Reads the catalog again and returns whether `table` still takes uploads, after a statement
+    /// on it was refused for lack of privileges.
+    async fn still_permitted(&self, table: &str) -> Result<bool, StoreError> {
+        self.forget_catalog().await;
+        let catalog = self.catalog().await?;
+        Ok(!catalog.broken.contains_key(table))
+    }
+
     async fn read_catalog(&self) -> Result<Catalog, CatalogError> {
         let mut connection = self.pool.acquire().await?;
-        let insertable = self.create_rejections_table(&mut connection).await?;
+        let rights: Option<(bool, bool)> = sqlx::query_as(
+            "SELECT has_schema_privilege(oid, 'USAGE'), has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $1",
+        )
+        .bind(&self.schema)
+        .fetch_optional(&mut *connection)
+        .await?;
+        let can_create = match rights {
+            None => return Err(CatalogError::Mismatch(vec![format!("schema {} does not exist (sync.schema)", self.schema)])),
+            Some((false, _)) => {
+                let problem = format!("the role of sync.database_url lacks USAGE on schema {}", self.schema);
+                return Err(CatalogError::Mismatch(vec![problem]));
+            }
+            Some((true, can_create)) => can_create,
+        };
+        let insertable = self.create_rejections_table(&mut connection, can_create).await?;
         let mut catalog = catalog::load(&mut connection, &self.schema, &self.owner_column, &self.tables).await?;
         if !insertable {
             let problem = format!("the role of sync.database_url lacks INSERT on table {}.{REJECTIONS_TABLE}", self.schema);
@@ -131,7 +166,7 @@ impl UploadTarget {
     /// Creates the rejections table under an advisory lock, so instances starting together do
     /// not race, and returns whether the role may insert into it. An existing table is left
     /// alone, so the role then needs no `CREATE` right.
-    async fn create_rejections_table(&self, connection: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+    async fn create_rejections_table(&self, connection: &mut sqlx::PgConnection, can_create: bool) -> Result<bool, CatalogError> {
         let name = format!("{}.{REJECTIONS_TABLE}", quote(&self.schema));
         let insertable: Option<bool> = sqlx::query_scalar("SELECT has_table_privilege(to_regclass($1), 'INSERT')")
             .bind(&name)
@@ -139,6 +174,14 @@ impl UploadTarget {
             .await?;
         if let Some(insertable) = insertable {
             return Ok(insertable);
+        }
+        if !can_create {
+            let problem = format!(
+                "the role of sync.database_url lacks CREATE on schema {}, which creating {REJECTIONS_TABLE} needs; \
+                 grant it, or run `doorman migrate` once with a role that has it",
+                self.schema
+            );
+            return Err(CatalogError::Mismatch(vec![problem]));
         }
         let mut transaction = sqlx::Connection::begin(&mut *connection).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(REJECTIONS_LOCK).execute(&mut *transaction).await?;

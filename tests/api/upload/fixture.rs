@@ -95,6 +95,25 @@ impl SyncSchema {
             .collect()
     }
 
+    /// Creates a login role `<schema>_<suffix>`, runs `grants` with `{role}` and `{schema}` filled
+    /// in, and returns the role with a database URL that connects as it.
+    pub async fn create_role(&self, suffix: &str, grants: &str) -> (String, String) {
+        let role = format!("{}_{suffix}", self.name);
+        self.execute(&format!("CREATE ROLE {role} LOGIN")).await;
+        self.execute(&grants.replace("{role}", &role).replace("{schema}", &self.name)).await;
+        let mut url: url::Url = self.server.parse().unwrap();
+        url.set_username(&role).unwrap();
+        (role, url.to_string())
+    }
+
+    /// Ends the sessions of `role`, then drops what it owns and the role itself.
+    pub async fn drop_role(&self, role: &str) {
+        self.execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'; DROP OWNED BY {role}; DROP ROLE {role}"
+        ))
+        .await;
+    }
+
     /// Returns the `sync.tables` of the sample tables: notes are deletable, tags are not.
     pub fn tables() -> std::collections::BTreeMap<String, SyncTable> {
         let notes = SyncTable { columns: strings(&["title", "position", "done", "due_at", "meta"]), allow_delete: true };

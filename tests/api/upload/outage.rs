@@ -175,3 +175,46 @@ async fn renamed_column_pauses_only_its_table() {
     assert_eq!(fixed, json!({ "applied": 1, "rejected": [] }));
     assert_eq!(schema.rows("tags").await[0]["label"], "b");
 }
+
+/// Privileges of a role that may run every upload on the sample tables.
+const WRITER_GRANTS: &str = "GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}; \
+    GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.notes TO {role}; GRANT SELECT, INSERT, UPDATE ON {schema}.tags TO {role}";
+
+#[tokio::test]
+async fn revoked_privilege_pauses_but_row_security_rejects() {
+    let schema = SyncSchema::create().await;
+    let name = schema.name.clone();
+    let (role, url) = schema.create_role("writer", WRITER_GRANTS).await;
+    schema
+        .execute(&format!(
+            "ALTER TABLE {name}.notes ENABLE ROW LEVEL SECURITY; \
+             CREATE POLICY titles ON {name}.notes USING (true) WITH CHECK (title IS DISTINCT FROM 'forbidden')"
+        ))
+        .await;
+    let app = spawn_app(&schema, |config| config.sync.database_url = Some(url)).await;
+    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let creds = ada.session.bearer();
+
+    let policed = ada
+        .upload(&app, vec![put("notes", "n1", json!({ "title": "A" })), put("notes", "n2", json!({ "title": "forbidden" }))])
+        .await;
+    assert_eq!(policed["applied"], 1, "row-level security rejects one operation: {policed}");
+    assert_eq!(rejected_entries(&policed), vec![rejection(1, "PUT", "notes", "n2", "INVALID_VALUE")]);
+
+    schema.execute(&format!("REVOKE UPDATE ON {name}.notes FROM {role}")).await;
+    let edit = batch(vec![patch("notes", "n1", json!({ "title": "B" }))]);
+    let revoked = upload(&app, &creds, Some(&ada.device), &edit).await;
+    let tags = ada.upload(&app, vec![put("tags", "g1", json!({ "label": "a" }))]).await;
+
+    schema.execute(&format!("GRANT UPDATE ON {name}.notes TO {role}")).await;
+    app.handle().reload_sync_catalog().await;
+    let granted = upload(&app, &creds, Some(&ada.device), &edit).await;
+    let rows = schema.rows("notes").await;
+    drop(app);
+    schema.drop_role(&role).await;
+
+    assert_unavailable(revoked).await;
+    assert_eq!(tags["applied"], 1, "other tables go on: {tags}");
+    assert_eq!(granted.status(), 200);
+    assert_eq!(rows, vec![note("n1", ada.user_id(), json!({ "title": "B" }))], "the paused write applies once granted");
+}

@@ -128,22 +128,21 @@ async fn start_rejects_unknown_database() {
 #[tokio::test]
 async fn start_rejects_role_without_privileges() {
     let schema = SyncSchema::create().await;
-    let role = format!("{}_writer", schema.name);
-    let name = &schema.name;
-    schema
-        .execute(&format!(
-            "CREATE ROLE {role} LOGIN; GRANT USAGE, CREATE ON SCHEMA {name} TO {role}; \
-             GRANT SELECT, INSERT ON {name}.notes TO {role}; GRANT SELECT, INSERT, UPDATE ON {name}.tags TO {role}"
-        ))
-        .await;
-    let mut url: url::Url = schema.server.parse().unwrap();
-    url.set_username(&role).unwrap();
+    let name = schema.name.clone();
+    let grants = "GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}; GRANT SELECT, INSERT ON {schema}.notes TO {role}; \
+                  GRANT SELECT, INSERT, UPDATE ON {schema}.tags TO {role}";
+    let (role, url) = schema.create_role("writer", grants).await;
+    let (stranger, stranger_url) = schema.create_role("stranger", "SELECT 1").await;
 
-    let error = start_error(&schema, |config| config.sync.database_url = Some(url.to_string())).await;
-    schema.execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}")).await;
+    let error = start_error(&schema, |config| config.sync.database_url = Some(url)).await;
+    let stranger_error = start_error(&schema, |config| config.sync.database_url = Some(stranger_url)).await;
+    schema.drop_role(&role).await;
+    schema.drop_role(&stranger).await;
 
     let error = error.expect("start fails without the table privileges");
     assert!(error.contains(&format!("lacks UPDATE on table {name}.notes")), "{error}");
     assert!(error.contains(&format!("lacks DELETE on table {name}.notes")), "notes allow deletes: {error}");
     assert!(!error.contains(&format!("{name}.tags")), "tags need no DELETE, since they allow none: {error}");
+    let stranger_error = stranger_error.expect("start fails without USAGE on the schema");
+    assert!(stranger_error.contains(&format!("lacks USAGE on schema {name}")), "{stranger_error}");
 }
