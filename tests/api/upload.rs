@@ -11,16 +11,14 @@ mod values;
 use doorman::config::SyncTable;
 use serde_json::{json, Value};
 
-use fixture::{
+use fixture::{ada_on_fresh_schema, 
     batch, delete, note, patch, put, rejected_entries, rejection, spawn_app, stored_rejection, strings, upload,
     SyncSchema, Writer,
 };
 
 #[tokio::test]
 async fn put_inserts_by_cookie_and_bearer() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
 
     for (label, creds, id) in [("cookie", ada.session.cookie(), "note-cookie"), ("bearer", ada.session.bearer(), "note-bearer")] {
         let body = batch(vec![put("notes", id, json!({ "title": "Milk", "position": 1 }))]);
@@ -37,9 +35,7 @@ async fn put_inserts_by_cookie_and_bearer() {
 
 #[tokio::test]
 async fn patch_changes_only_given_keys() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
     let original = json!({ "title": "Milk", "position": 2, "done": true, "meta": { "k": "v" } });
     ada.upload(&app, vec![put("notes", "n1", original)]).await;
 
@@ -60,9 +56,7 @@ async fn patch_changes_only_given_keys() {
 
 #[tokio::test]
 async fn put_on_own_row_updates_given_keys() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
     ada.upload(&app, vec![put("notes", "n1", json!({ "title": "Milk", "position": 1, "done": true }))]).await;
 
     let answer = ada.upload(&app, vec![put("notes", "n1", json!({ "title": "Bread" }))]).await;
@@ -74,9 +68,7 @@ async fn put_on_own_row_updates_given_keys() {
 
 #[tokio::test]
 async fn delete_removes_own_row() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
     ada.upload(&app, vec![put("notes", "n1", json!({ "title": "One" })), put("notes", "n2", json!({ "title": "Two" }))]).await;
 
     let answer = ada.upload(&app, vec![delete("notes", "n1"), delete("notes", "missing")]).await;
@@ -87,9 +79,7 @@ async fn delete_removes_own_row() {
 
 #[tokio::test]
 async fn mixed_batch_applies_in_order() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
 
     let answer = ada
         .upload(
@@ -116,9 +106,7 @@ async fn mixed_batch_applies_in_order() {
 
 #[tokio::test]
 async fn other_users_row_is_not_owner() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
     let bob = Writer::sign_in(&app, "bob@example.com", "bob-phone").await;
     bob.upload(&app, vec![put("notes", "n-bob", json!({ "title": "Bob's", "position": 3 }))]).await;
 
@@ -153,9 +141,7 @@ async fn other_users_row_is_not_owner() {
 
 #[tokio::test]
 async fn server_owned_keys_are_ignored() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
     let intrusive = json!({ "user_id": "intruder", "role": "admin", "id": "other" });
 
     let mut put_data = intrusive.clone();
@@ -174,9 +160,7 @@ async fn server_owned_keys_are_ignored() {
 
 #[tokio::test]
 async fn same_batch_twice_leaves_same_state() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
     let operations = vec![
         put("notes", "a", json!({ "title": "A", "position": 1 })),
         put("notes", "b", json!({ "title": "B" })),

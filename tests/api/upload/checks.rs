@@ -5,7 +5,7 @@ use doorman::config::ByteSize;
 use reqwest::Response;
 use serde_json::{json, Value};
 
-use super::fixture::{batch, cookie, put, spawn_app, sync_token, upload, upload_request, SyncSchema, Writer};
+use super::fixture::{ada_on_fresh_schema, batch, cookie, put, spawn_app, sync_token, upload, upload_request, SyncSchema, Writer};
 use crate::harness::{error_code, Creds, TestApp, TRUSTED_ORIGIN};
 
 /// Asserts that `response` has `status` and the error `code`.
@@ -20,9 +20,7 @@ fn one_note() -> Value {
 
 #[tokio::test]
 async fn untrusted_origin_is_rejected() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
 
     let bearer = upload_request(&app).bearer_auth(&ada.session.signed);
     let with_cookie = upload_request(&app).header("cookie", cookie(&app, &ada.session.signed));
@@ -38,9 +36,7 @@ async fn untrusted_origin_is_rejected() {
 
 #[tokio::test]
 async fn cookie_needs_trusted_origin_or_referer() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
     let with_cookie = || upload_request(&app).header("cookie", cookie(&app, &ada.session.signed)).header("x-device-id", &ada.device);
 
     let bare = with_cookie().json(&one_note()).send().await.unwrap();
@@ -68,9 +64,7 @@ async fn cookie_needs_trusted_origin_or_referer() {
 
 #[tokio::test]
 async fn missing_or_invalid_session_is_401() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
     let forged = Creds::Bearer(format!("{}.{}", "a".repeat(32), "A".repeat(43) + "="));
 
     for (label, creds) in [("no credentials", Creds::None), ("forged bearer", forged)] {
@@ -99,9 +93,7 @@ async fn guest_is_rejected_even_with_empty_batch() {
 
 #[tokio::test]
 async fn device_checks_produce_their_codes() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
     let bob = Writer::sign_in(&app, "bob@example.com", "bob-phone").await;
     let creds = ada.session.bearer();
 
@@ -128,9 +120,7 @@ async fn device_checks_produce_their_codes() {
 
 #[tokio::test]
 async fn device_is_checked_before_body() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (_schema, app, ada) = ada_on_fresh_schema().await;
 
     let response = upload(&app, &ada.session.bearer(), Some("never-registered"), &json!({ "operations": "none" })).await;
 

@@ -162,6 +162,14 @@ pub async fn spawn_app(schema: &SyncSchema, adjust: impl FnOnce(&mut Config)) ->
     .await
 }
 
+/// Creates a fresh schema, starts an app on it, and signs in Ada with the device `ada-laptop`.
+pub async fn ada_on_fresh_schema() -> (SyncSchema, TestApp, Writer) {
+    let schema = SyncSchema::create().await;
+    let app = spawn_app(&schema, |_| {}).await;
+    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    (schema, app, ada)
+}
+
 /// A signed-in real user with one registered device.
 pub struct Writer {
     pub session: Signed,

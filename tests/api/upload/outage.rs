@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::Response;
 use serde_json::{json, Value};
 
-use super::fixture::{
+use super::fixture::{ada_on_fresh_schema, 
     batch, note, patch, put, rejected_entries, rejection, spawn_app, until_available, upload, SyncSchema, Writer,
 };
 use crate::harness::{error_code, header, TestApp};
@@ -152,9 +152,7 @@ async fn connection_killed_mid_batch_applies_nothing() {
 
 #[tokio::test]
 async fn renamed_column_pauses_only_its_table() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
     let creds = ada.session.bearer();
     ada.upload(&app, vec![put("tags", "g1", json!({ "label": "a" }))]).await;
     let rename = |from: &str, to: &str| format!("ALTER TABLE {}.tags RENAME COLUMN {from} TO {to}", schema.name);

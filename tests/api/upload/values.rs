@@ -3,15 +3,13 @@
 
 use serde_json::json;
 
-use super::fixture::{
+use super::fixture::{ada_on_fresh_schema, 
     delete, note, patch, put, rejected_entries, rejection, spawn_app, stored_rejection, SyncSchema, Writer,
 };
 
 #[tokio::test]
 async fn values_are_cast_to_column_types() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
 
     let answer = ada
         .upload(
@@ -39,9 +37,7 @@ async fn values_are_cast_to_column_types() {
 
 #[tokio::test]
 async fn bad_value_rejects_only_its_operation() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
 
     let answer = ada
         .upload(
@@ -81,9 +77,7 @@ async fn bad_value_rejects_only_its_operation() {
 
 #[tokio::test]
 async fn per_operation_rejection_codes() {
-    let schema = SyncSchema::create().await;
-    let app = spawn_app(&schema, |_| {}).await;
-    let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
+    let (schema, app, ada) = ada_on_fresh_schema().await;
     ada.upload(&app, vec![put("tags", "t1", json!({ "label": "home" }))]).await;
 
     let operations = vec![
