@@ -22,7 +22,7 @@ use crate::config::decode_base64url;
 use zeroize::Zeroizing;
 use crate::core::keys::KeyCipher;
 use crate::core::sync::{SyncGateway, SyncPolicy};
-use crate::core::upload::{TableRule, Uploader};
+use crate::core::upload::Uploader;
 use crate::http::state::{SyncRoutes, UploadRoute};
 use crate::store::upload::UploadTarget;
 use crate::core::otp::CodeHasher;
@@ -133,23 +133,11 @@ async fn upload_route(config: &Config, clock: &Clock) -> anyhow::Result<UploadRo
     let target = UploadTarget::open(&config.sync, &config.database)?;
     match target.prepare().await {
         Ok(()) => info!(schema = %config.sync.schema, tables = config.sync.tables.len(), "synced database ready for uploads"),
-        Err(error) if error.is_unreachable() => {
-            let cause = target.connection_error().await.unwrap_or_else(|| error.to_string());
-            warn!(error = %cause, "the synced database cannot be reached; uploads return 503 until it can");
-        }
+        Err(error) if error.is_unreachable() => warn!(error = %error, "uploads return 503 until the synced database can be reached"),
         Err(error) => return Err(anyhow::Error::new(error).context("preparing the synced database (sync.database_url)")),
     }
-    let tables = config
-        .sync
-        .tables
-        .iter()
-        .map(|(name, table)| {
-            let rule = TableRule { columns: table.columns.iter().cloned().collect(), allow_delete: table.allow_delete };
-            (name.clone(), rule)
-        })
-        .collect();
     Ok(UploadRoute {
-        uploader: Arc::new(Uploader::new(target, tables, clock.clone())),
+        uploader: Arc::new(Uploader::new(target, config.sync.tables.clone(), clock.clone())),
         max_body: usize::try_from(config.sync.max_body.0).unwrap_or(usize::MAX),
         max_operations: config.sync.max_operations,
     })

@@ -180,16 +180,8 @@ async fn migrate(path: Option<PathBuf>) -> anyhow::Result<()> {
         // the tables of `sync.tables`.
         let target = UploadTarget::open(&config.sync, &config.database)?;
         let prepared = target.prepare().await;
-        let cause = match &prepared {
-            Err(error) if error.is_unreachable() => target.connection_error().await,
-            _ => None,
-        };
         target.close().await;
-        match (prepared, cause) {
-            (Ok(()), _) => {}
-            (Err(_), Some(cause)) => anyhow::bail!("preparing the synced database (sync.database_url): {cause}"),
-            (Err(error), None) => return Err(anyhow::Error::new(error).context("preparing the synced database (sync.database_url)")),
-        }
+        prepared.context("preparing the synced database (sync.database_url)")?;
         info!(schema = %config.sync.schema, "synced database ready for uploads");
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! This module checks a batch against the table allowlist. The store applies what passes in one
 //! transaction and adds the rejections it finds itself (`NOT_OWNER`, `INVALID_VALUE`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 use tracing::info;
@@ -12,6 +12,7 @@ use super::auth::Current;
 use super::error::CoreError;
 use super::sync::DeviceId;
 use super::time::{Clock, Millis};
+use crate::config::SyncTable;
 use crate::store::upload::UploadTarget;
 
 /// Maximum length of a row id, in bytes.
@@ -37,6 +38,15 @@ impl OpKind {
             "PATCH" => Some(Self::Patch),
             "DELETE" => Some(Self::Delete),
             _ => None,
+        }
+    }
+
+    /// Returns the kind as the wire spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
         }
     }
 }
@@ -77,14 +87,9 @@ pub struct Rejection {
 impl Rejection {
     /// Builds a rejection of the planned operation `op`.
     pub fn of(op: &PlannedOp, code: RejectionCode, message: impl Into<String>) -> Self {
-        let kind = match op.kind {
-            OpKind::Put => "PUT",
-            OpKind::Patch => "PATCH",
-            OpKind::Delete => "DELETE",
-        };
         Self {
             index: op.index,
-            op: Some(kind.to_string()),
+            op: Some(op.kind.as_str().to_string()),
             table: Some(op.table.clone()),
             id: Some(op.id.clone()),
             code,
@@ -103,13 +108,6 @@ pub struct PlannedOp {
     /// Listed columns present in `data`, with their value as text for PostgreSQL to cast to the
     /// column's type; `None` is SQL `NULL`.
     pub values: Vec<(String, Option<String>)>,
-}
-
-/// The columns a client may write in one table.
-#[derive(Debug, Clone, Default)]
-pub struct TableRule {
-    pub columns: BTreeSet<String>,
-    pub allow_delete: bool,
 }
 
 /// A batch ready for the store: the operations to run and those already rejected.
@@ -135,7 +133,7 @@ pub struct UploadOutcome {
 ///
 /// Keys of `data` that are not listed columns of the table are dropped: clients upload whole
 /// rows, which carry the id, the owner column and server-owned columns.
-pub fn plan(operations: &[Value], tables: &BTreeMap<String, TableRule>) -> (Vec<PlannedOp>, Vec<Rejection>) {
+pub fn plan(operations: &[Value], tables: &BTreeMap<String, SyncTable>) -> (Vec<PlannedOp>, Vec<Rejection>) {
     let mut planned = Vec::with_capacity(operations.len());
     let mut rejected = Vec::new();
     for (index, operation) in operations.iter().enumerate() {
@@ -154,7 +152,7 @@ pub fn plan(operations: &[Value], tables: &BTreeMap<String, TableRule>) -> (Vec<
     (planned, rejected)
 }
 
-fn plan_one(index: usize, operation: &Value, tables: &BTreeMap<String, TableRule>) -> Result<PlannedOp, (RejectionCode, &'static str)> {
+fn plan_one(index: usize, operation: &Value, tables: &BTreeMap<String, SyncTable>) -> Result<PlannedOp, (RejectionCode, &'static str)> {
     use RejectionCode::{DeleteNotAllowed, InvalidValue, TableNotWritable};
 
     let operation = operation.as_object().ok_or((InvalidValue, "an operation must be a JSON object"))?;
@@ -183,7 +181,7 @@ fn plan_one(index: usize, operation: &Value, tables: &BTreeMap<String, TableRule
         (OpKind::Delete, _) | (_, None) => Vec::new(),
         (_, Some(data)) => data
             .iter()
-            .filter(|(column, _)| rule.columns.contains(column.as_str()))
+            .filter(|(column, _)| rule.columns.contains(column))
             .map(|(column, value)| (column.clone(), column_text(value)))
             .collect(),
     };
@@ -210,12 +208,13 @@ fn echo(value: Option<&Value>) -> Option<String> {
 /// Applies upload batches of real users to the synced database.
 pub struct Uploader {
     target: UploadTarget,
-    tables: BTreeMap<String, TableRule>,
+    tables: BTreeMap<String, SyncTable>,
     clock: Clock,
 }
 
 impl Uploader {
-    pub fn new(target: UploadTarget, tables: BTreeMap<String, TableRule>, clock: Clock) -> Self {
+    /// Builds the uploader over `target`, with the allowlist `sync.tables`.
+    pub fn new(target: UploadTarget, tables: BTreeMap<String, SyncTable>, clock: Clock) -> Self {
         Self { target, tables, clock }
     }
 
@@ -257,9 +256,9 @@ mod tests {
 
     use super::*;
 
-    fn tables() -> BTreeMap<String, TableRule> {
-        let notes = TableRule { columns: ["title", "meta", "done"].map(String::from).into(), allow_delete: true };
-        let tags = TableRule { columns: ["label"].map(String::from).into(), allow_delete: false };
+    fn tables() -> BTreeMap<String, SyncTable> {
+        let notes = SyncTable { columns: ["title", "meta", "done"].map(String::from).into(), allow_delete: true };
+        let tags = SyncTable { columns: ["label"].map(String::from).into(), allow_delete: false };
         BTreeMap::from([("notes".to_string(), notes), ("tags".to_string(), tags)])
     }
 

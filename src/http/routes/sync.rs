@@ -40,7 +40,7 @@ struct UploadBody {
 
 /// Applies a write batch for a real user on a registered device and responds with
 /// `{applied, rejected}`. The token route's checks run first, with the origin rule for cookies
-/// after the origin check; the body is read only once the caller passed them all.
+/// after the origin check. The body is read only once the caller passed them all.
 pub async fn upload(State(state): State<AppState>, Presented(presented): Presented, request: Request) -> Result<Response, ApiError> {
     let sync = state.sync.as_ref().ok_or(ApiError::NotFound)?;
     let uploads = sync.uploads.as_ref().ok_or(ApiError::NotFound)?;

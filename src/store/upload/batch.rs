@@ -72,7 +72,7 @@ impl UploadTarget {
     ///
     /// # Errors
     /// `Unavailable` when the database cannot be reached or does not respond, or when a table the
-    /// batch touches no longer fits `sync.tables`; nothing is applied then.
+    /// batch touches no longer fits `sync.tables`. Nothing is applied then.
     pub async fn apply(&self, batch: &Batch) -> Result<UploadOutcome, StoreError> {
         let catalog = self.catalog().await?;
         let paused: BTreeSet<&str> = batch

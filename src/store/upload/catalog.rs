@@ -83,6 +83,9 @@ pub enum CatalogError {
     Database(sqlx::Error),
     #[error("the synced database did not respond within {0} ms")]
     Timeout(u128),
+    /// No connection could be opened, with the cause a direct connection attempt reported.
+    #[error("the synced database cannot be reached: {0}")]
+    Unreachable(String),
 }
 
 impl CatalogError {
@@ -90,7 +93,7 @@ impl CatalogError {
     /// to fix, such as a wrong database name, role or password.
     pub fn is_unreachable(&self) -> bool {
         match self {
-            CatalogError::Timeout(_) => true,
+            CatalogError::Timeout(_) | CatalogError::Unreachable(_) => true,
             CatalogError::Database(error) => crate::store::postgres::is_transient(error),
             CatalogError::Mismatch(_) => false,
         }

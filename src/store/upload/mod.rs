@@ -70,9 +70,19 @@ impl UploadTarget {
     /// fit.
     ///
     /// # Errors
-    /// `Mismatch` when the tables do not fit `sync.tables`, `Database` or `Timeout` when the
-    /// database fails or cannot be reached.
+    /// `Mismatch` when the tables do not fit `sync.tables`, `Database` when the database rejects a
+    /// statement or the login, `Unreachable` or `Timeout` when it cannot be reached.
     pub async fn prepare(&self) -> Result<(), CatalogError> {
+        match self.prepare_catalog().await {
+            Err(error) if error.is_unreachable() => {
+                let cause = self.connection_error().await.unwrap_or_else(|| error.to_string());
+                Err(CatalogError::Unreachable(cause))
+            }
+            other => other,
+        }
+    }
+
+    async fn prepare_catalog(&self) -> Result<(), CatalogError> {
         let mut cached = self.catalog.lock().await;
         let catalog = tokio::time::timeout(self.step_timeout, self.read_catalog())
             .await
@@ -175,6 +185,7 @@ impl UploadTarget {
         if let Some(insertable) = insertable {
             return Ok(insertable);
         }
+
         if !can_create {
             let problem = format!(
                 "the role of sync.database_url lacks CREATE on schema {}, which creating {REJECTIONS_TABLE} needs; \
@@ -183,6 +194,7 @@ impl UploadTarget {
             );
             return Err(CatalogError::Mismatch(vec![problem]));
         }
+
         let mut transaction = sqlx::Connection::begin(&mut *connection).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(REJECTIONS_LOCK).execute(&mut *transaction).await?;
         let sql = format!(
@@ -201,6 +213,7 @@ impl UploadTarget {
         let index = format!("CREATE INDEX IF NOT EXISTS upload_rejections_user_created ON {name} (user_id, created_at)");
         sqlx::query(&index).execute(&mut *transaction).await?;
         transaction.commit().await?;
+
         info!(schema = %self.schema, "created the upload_rejections table");
         Ok(true)
     }
@@ -219,7 +232,7 @@ impl UploadTarget {
 
     /// Opens one connection outside the pool and returns why it failed, since a pool that timed
     /// out hides the cause, such as a refused connection.
-    pub async fn connection_error(&self) -> Option<String> {
+    async fn connection_error(&self) -> Option<String> {
         let options = self.pool.connect_options();
         let attempt = tokio::time::timeout(self.step_timeout, <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)).await;
         match attempt {
