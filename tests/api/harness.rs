@@ -54,6 +54,15 @@ impl Signed {
 /// Environment variable naming the PostgreSQL database to test against; SQLite when unset.
 pub const DATABASE_VARIABLE: &str = "DOORMAN_TEST_DATABASE_URL";
 
+/// Returns the PostgreSQL server that `variable` names, or the local default that `scripts/test`
+/// also uses. The tests that need it fail without a reachable server.
+pub fn postgres_server(variable: &str) -> String {
+    std::env::var(variable)
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
 /// The database of one test: a fresh SQLite file, or a fresh schema in the PostgreSQL database
 /// that `DOORMAN_TEST_DATABASE_URL` names.
 pub struct TestDatabase {

@@ -9,17 +9,13 @@ use doorman::store::Store;
 use serde_json::Value;
 use sqlx::{PgPool, Row, SqlitePool};
 
-use crate::harness::{error_code, header, Creds, TestApp, TestDatabase, DATABASE_VARIABLE, SECRET};
+use crate::harness::{error_code, header, postgres_server, Creds, TestApp, TestDatabase, DATABASE_VARIABLE, SECRET};
 use crate::process::Process;
 use crate::proxy::TcpProxy;
 
-/// The PostgreSQL server of `DOORMAN_TEST_DATABASE_URL`, or the local default that `scripts/test`
-/// also uses; these tests fail without a reachable server.
+/// The PostgreSQL server of `DOORMAN_TEST_DATABASE_URL`, or the local default.
 fn server_url() -> String {
-    std::env::var(DATABASE_VARIABLE)
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string())
+    postgres_server(DATABASE_VARIABLE)
 }
 
 async fn postgres_database() -> TestDatabase {
@@ -182,15 +178,10 @@ async fn postgres_only_two_instances_agree_at_once() {
 /// Starts an app whose PostgreSQL connections pass through a proxy the test can cut or freeze,
 /// with one-second acquire and statement timeouts.
 async fn app_behind_proxy() -> (TestApp, TcpProxy) {
-    let server: url::Url = server_url().parse().unwrap();
-    let upstream = format!("{}:{}", server.host_str().unwrap(), server.port().unwrap_or(5432));
-    let proxy = TcpProxy::start(tokio::net::lookup_host(upstream).await.unwrap().next().unwrap()).await;
-    let proxy_address = proxy.address;
-    let app = TestApp::spawn_on(postgres_database().await, move |config| {
-        let mut url: url::Url = config.database.url.parse().unwrap();
-        url.set_port(Some(proxy_address.port())).unwrap();
-        url.set_host(Some("127.0.0.1")).unwrap();
-        config.database.url = url.to_string();
+    let database = postgres_database().await;
+    let (proxy, proxied) = TcpProxy::in_front_of(&database.url).await;
+    let app = TestApp::spawn_on(database, move |config| {
+        config.database.url = proxied;
         config.database.acquire_timeout = "1s".parse().unwrap();
         config.database.statement_timeout = "1s".parse().unwrap();
     })

@@ -60,6 +60,18 @@ impl TcpProxy {
     }
 
     /// Closes every forwarded connection and refuses new ones until [`TcpProxy::restore`].
+    /// Starts a proxy in front of the server of the PostgreSQL `url` and returns it with `url`
+    /// pointed at the proxy.
+    pub async fn in_front_of(url: &str) -> (Self, String) {
+        let mut url: url::Url = url.parse().expect("a PostgreSQL URL");
+        let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+        let proxy = Self::start(tokio::net::lookup_host(upstream).await.unwrap().next().unwrap()).await;
+
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(proxy.address.port())).unwrap();
+        (proxy, url.to_string())
+    }
+
     pub fn cut(&self) {
         self.open.store(false, Ordering::SeqCst);
         for task in self.connections.lock().unwrap().drain(..) {

@@ -20,7 +20,7 @@ fn root_url(app: &TestApp, path: &str) -> String {
 }
 
 /// Requests a sync token with `creds` and the given device id.
-async fn sync_token(app: &TestApp, creds: &Creds, device: Option<&str>) -> Response {
+pub async fn sync_token(app: &TestApp, creds: &Creds, device: Option<&str>) -> Response {
     let mut request = app.client.get(root_url(app, "/token"));
     request = match creds {
         Creds::None => request,

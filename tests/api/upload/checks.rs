@@ -5,7 +5,8 @@ use doorman::config::ByteSize;
 use reqwest::Response;
 use serde_json::{json, Value};
 
-use super::fixture::{ada_on_fresh_schema, batch, cookie, put, spawn_app, sync_token, upload, upload_request, SyncSchema, Writer};
+use super::fixture::{ada_on_fresh_schema, batch, cookie, put, spawn_app, upload, upload_request, SyncSchema, Writer};
+use crate::sync::sync_token;
 use crate::harness::{error_code, Creds, TestApp, TRUSTED_ORIGIN};
 
 /// Asserts that `response` has `status` and the error `code`.
@@ -113,7 +114,7 @@ async fn device_checks_produce_their_codes() {
     assert_eq!(schema.rows("notes").await, Vec::<Value>::new());
 
     let longest = "D".repeat(128);
-    assert_eq!(sync_token(&app, &creds, &longest).await.status(), 200);
+    assert_eq!(sync_token(&app, &creds, Some(&longest)).await.status(), 200);
     let response = upload(&app, &creds, Some(&longest), &one_note()).await;
     assert_eq!(response.status(), 200, "128 characters is a valid device id");
 }
@@ -174,7 +175,7 @@ async fn upload_is_not_found_without_database_url() {
     let app = spawn_app(&schema, |config| config.sync.database_url = None).await;
     let ada = app.sign_in_with_code(&Creds::None, "ada@example.com").await;
 
-    assert_eq!(sync_token(&app, &ada.bearer(), "ada-laptop").await.status(), 200);
+    assert_eq!(sync_token(&app, &ada.bearer(), Some("ada-laptop")).await.status(), 200);
     let response = upload(&app, &ada.bearer(), Some("ada-laptop"), &one_note()).await;
     assert_error(response, 404, "NOT_FOUND", "upload without sync.database_url").await;
 }

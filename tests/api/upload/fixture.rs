@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::harness::{encode, Creds, Signed, TestApp};
+use crate::harness::{encode, postgres_server, Creds, Signed, TestApp};
+use crate::sync::sync_token;
 
 pub const POWERSYNC_URL: &str = "https://sync.example.com";
 
@@ -19,10 +20,7 @@ const SYNC_DATABASE_VARIABLE: &str = "DOORMAN_TEST_SYNC_DATABASE_URL";
 /// Returns the sync database server: `DOORMAN_TEST_SYNC_DATABASE_URL`, or the local default. The sync
 /// database is PostgreSQL on both passes of the suite, also when the auth store is SQLite.
 pub fn sync_server_url() -> String {
-    std::env::var(SYNC_DATABASE_VARIABLE)
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string())
+    postgres_server(SYNC_DATABASE_VARIABLE)
 }
 
 /// The sample tables. `notes.role` is server-owned: no configuration lists it.
@@ -180,7 +178,7 @@ impl Writer {
     /// Signs `email` in with a code and registers `device` through `GET /powersync/token`.
     pub async fn sign_in(app: &TestApp, email: &str, device: &str) -> Self {
         let session = app.sign_in_with_code(&Creds::None, email).await;
-        let response = sync_token(app, &session.bearer(), device).await;
+        let response = sync_token(app, &session.bearer(), Some(device)).await;
         assert_eq!(response.status(), 200, "registering {device}: {:?}", response.text().await);
         Self { session, device: device.to_string() }
     }
@@ -195,12 +193,6 @@ impl Writer {
         assert_eq!(response.status(), 200, "upload failed: {:?}", response.text().await);
         response.json().await.unwrap()
     }
-}
-
-/// Requests a sync token with `creds` from `device`, which registers the device.
-pub async fn sync_token(app: &TestApp, creds: &Creds, device: &str) -> Response {
-    let request = with_creds(app, app.client.get(format!("{}/powersync/token", app.origin)), creds);
-    request.header("x-device-id", device).send().await.unwrap()
 }
 
 /// Builds a bare `PUT /powersync/upload`, without credentials or headers.

@@ -26,19 +26,6 @@ const SLOW_TRIGGER_SQL: &str = "
         FOR EACH ROW EXECUTE FUNCTION {schema}.hold_slow_notes();
 ";
 
-/// Starts a proxy in front of the sync database server and returns it with the database URL that
-/// goes through it.
-async fn sync_proxy(schema: &SyncSchema) -> (TcpProxy, String) {
-    let server: url::Url = schema.server.parse().unwrap();
-    let upstream = format!("{}:{}", server.host_str().unwrap(), server.port().unwrap_or(5432));
-    let proxy = TcpProxy::start(tokio::net::lookup_host(upstream).await.unwrap().next().unwrap()).await;
-
-    let mut proxied = server;
-    proxied.set_host(Some("127.0.0.1")).unwrap();
-    proxied.set_port(Some(proxy.address.port())).unwrap();
-    (proxy, proxied.to_string())
-}
-
 /// Starts an app whose sync database connections pass through `url`.
 async fn app_on(schema: &SyncSchema, url: String) -> TestApp {
     spawn_app(schema, |config| config.sync.database_url = Some(url)).await
@@ -55,7 +42,7 @@ async fn assert_unavailable(response: Response) {
 #[tokio::test]
 async fn database_cut_returns_503_then_recovers() {
     let schema = SyncSchema::create().await;
-    let (proxy, url) = sync_proxy(&schema).await;
+    let (proxy, url) = TcpProxy::in_front_of(&schema.server).await;
     let app = app_on(&schema, url).await;
     let ada = Writer::sign_in(&app, "ada@example.com", "ada-laptop").await;
     ada.upload(&app, vec![put("notes", "a", json!({ "title": "A" }))]).await;
@@ -84,7 +71,7 @@ async fn database_cut_returns_503_then_recovers() {
 #[tokio::test]
 async fn start_succeeds_while_sync_database_is_down() {
     let schema = SyncSchema::create().await;
-    let (proxy, url) = sync_proxy(&schema).await;
+    let (proxy, url) = TcpProxy::in_front_of(&schema.server).await;
     proxy.cut();
 
     let app = app_on(&schema, url).await;
